@@ -1,0 +1,1 @@
+pub mod request; pub use request::{BodyFraming, RequestHead};

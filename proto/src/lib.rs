@@ -1,0 +1,10 @@
+//! Wire types that Veza's servers and clients share. No I/O lives here.
+//!
+//! - [`close_code`]: the WebSocket close codes Veza sends, with what each one
+//!   asks the client to do.
+//! - [`error_body`]: the JSON body of every HTTP error response,
+//!   `{"error": "...", "detail": "..."}`.
+#![warn(missing_docs)]
+
+pub mod close_code;
+pub mod error_body;
