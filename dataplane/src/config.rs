@@ -1,0 +1,462 @@
+//! Configuration: one TOML file with documented defaults, every key
+//! overridable by a `VEZA_<SECTION>_<KEY>` environment variable.
+//!
+//! Precedence, lowest first: built-in defaults, the file given by
+//! `--config PATH`, environment variables. Every value is validated before a
+//! shard starts; an invalid one is reported with its key (`limits.idle_timeout_ms`)
+//! and the reason, and the process exits with code 2.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused. Always names the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable {
+        /// The path given with `--config`.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: {reason}")]
+    Malformed {
+        /// The path given with `--config`.
+        path: String,
+        /// The parser's message, which names the key.
+        reason: String,
+    },
+    /// A key has a value outside its allowed range.
+    #[error("invalid value for {key}: {reason}")]
+    InvalidValue {
+        /// `section.key`.
+        key: String,
+        /// Why the value was refused.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening, shards, logging, shutdown.
+    pub server: ServerConfig,
+    /// Every bound on what a client may make the server hold or wait for.
+    pub limits: LimitsConfig,
+    /// The cross-shard ring mesh.
+    pub mesh: MeshConfig,
+    /// Stall detection of shard event loops.
+    pub stall: StallConfig,
+    /// Endpoints for tests and diagnosis; off in production.
+    pub debug: DebugConfig,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address every shard's listener binds.
+    pub listen_address: String,
+    /// Port for HTTP and WebSocket.
+    pub listen_port: u16,
+    /// Number of shards; 0 means one per CPU in the process's affinity mask.
+    pub shards: usize,
+    /// Pin each shard thread to its CPU.
+    pub pin_shards: bool,
+    /// Listen backlog of each shard's socket.
+    pub accept_backlog: u32,
+    /// io_uring submission queue entries per shard.
+    pub io_uring_entries: u32,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter, for example `info` or `veza_dataplane=debug`.
+    pub log_level: String,
+    /// How long a graceful shutdown waits for connections to close.
+    pub shutdown_drain_ms_max: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: "0.0.0.0".into(),
+            listen_port: 8080,
+            shards: 0,
+            pin_shards: true,
+            accept_backlog: 4096,
+            io_uring_entries: 1024,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_drain_ms_max: 10_000,
+        }
+    }
+}
+
+/// `[limits]`: each one is counted in `veza_limit_hits_total{limit=...}` when hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open connections per shard; past it new ones get 503 and are closed.
+    pub connections_per_shard_max: usize,
+    /// Request line plus headers; past it 431.
+    pub http_head_bytes_max: usize,
+    /// Header fields per request; past it 431.
+    pub http_header_count_max: usize,
+    /// Request target length; past it 414.
+    pub http_target_bytes_max: usize,
+    /// Request body; past it 413.
+    pub http_body_bytes_max: u64,
+    /// Total time to receive a complete request head (slowloris); past it 408.
+    pub header_read_timeout_ms: u64,
+    /// Keep-alive connection idle time before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Initial read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// One WebSocket frame's payload; past it close 1009.
+    pub websocket_frame_bytes_max: usize,
+    /// One (possibly fragmented) WebSocket message; past it close 1009.
+    pub websocket_message_bytes_max: usize,
+    /// Bytes queued for one connection; past it close 4008.
+    pub send_queue_bytes_max: usize,
+    /// Idle time after which the server pings a WebSocket peer.
+    pub websocket_ping_interval_ms: u64,
+    /// Time a pinged peer has to send anything before it is closed with 4009.
+    pub websocket_pong_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_shard_max: 16_384,
+            http_head_bytes_max: 8_192,
+            http_header_count_max: 64,
+            http_target_bytes_max: 4_096,
+            http_body_bytes_max: 1_048_576,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            read_buffer_bytes: 16_384,
+            websocket_frame_bytes_max: 1_048_576,
+            websocket_message_bytes_max: 4_194_304,
+            send_queue_bytes_max: 4_194_304,
+            websocket_ping_interval_ms: 30_000,
+            websocket_pong_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[mesh]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// Messages each per-pair ring holds; a send to a full ring is refused and counted.
+    pub ring_capacity: usize,
+    /// Messages a shard takes from one ring per turn before yielding to its connections.
+    pub drain_batch_max: usize,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            ring_capacity: 4_096,
+            drain_batch_max: 256,
+        }
+    }
+}
+
+/// `[stall]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StallConfig {
+    /// How often each shard's heartbeat timer fires; its lateness is the loop-turn latency.
+    pub check_interval_ms: u64,
+    /// A loop that does not turn for longer than this is logged and counted as a stall.
+    pub budget_ms: u64,
+}
+
+impl Default for StallConfig {
+    fn default() -> Self {
+        Self {
+            check_interval_ms: 10,
+            budget_ms: 50,
+        }
+    }
+}
+
+/// `[debug]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Serves `POST /debug/stall?ms=N`, which blocks a shard on purpose.
+    pub endpoints_enabled: bool,
+}
+
+/// Environment variable prefix.
+pub const ENV_PREFIX: &str = "VEZA_";
+
+impl Config {
+    /// Loads defaults, then `path` if given, then `VEZA_*` variables from `env`, then validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => read_file_table(path)?,
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Malformed {
+                    path: path.map_or("(environment)".into(), |p| p.display().to_string()),
+                    reason: error.message().to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range. Types were already checked by serde.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let positive: [(&str, u64); 15] = [
+            ("limits.connections_per_shard_max", limits.connections_per_shard_max as u64),
+            ("limits.http_head_bytes_max", limits.http_head_bytes_max as u64),
+            ("limits.http_header_count_max", limits.http_header_count_max as u64),
+            ("limits.http_target_bytes_max", limits.http_target_bytes_max as u64),
+            ("limits.header_read_timeout_ms", limits.header_read_timeout_ms),
+            ("limits.idle_timeout_ms", limits.idle_timeout_ms),
+            ("limits.websocket_frame_bytes_max", limits.websocket_frame_bytes_max as u64),
+            ("limits.websocket_message_bytes_max", limits.websocket_message_bytes_max as u64),
+            ("limits.send_queue_bytes_max", limits.send_queue_bytes_max as u64),
+            ("limits.websocket_ping_interval_ms", limits.websocket_ping_interval_ms),
+            ("limits.websocket_pong_timeout_ms", limits.websocket_pong_timeout_ms),
+            ("mesh.ring_capacity", self.mesh.ring_capacity as u64),
+            ("mesh.drain_batch_max", self.mesh.drain_batch_max as u64),
+            ("stall.check_interval_ms", self.stall.check_interval_ms),
+            ("stall.budget_ms", self.stall.budget_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if limits.http_head_bytes_max > 1 << 20 {
+            return Err(invalid("limits.http_head_bytes_max", "must be at most 1048576"));
+        }
+        if limits.read_buffer_bytes < 1024 {
+            return Err(invalid("limits.read_buffer_bytes", "must be at least 1024"));
+        }
+        if limits.websocket_message_bytes_max < limits.websocket_frame_bytes_max {
+            return Err(invalid(
+                "limits.websocket_message_bytes_max",
+                "must be at least limits.websocket_frame_bytes_max",
+            ));
+        }
+        if self.server.listen_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid("server.listen_address", "must be an IPv4 or IPv6 address"));
+        }
+        if self.server.shards > 1024 {
+            return Err(invalid("server.shards", "must be at most 1024"));
+        }
+        if self.server.accept_backlog == 0 {
+            return Err(invalid("server.accept_backlog", "must be greater than 0"));
+        }
+        if !self.server.io_uring_entries.is_power_of_two() || self.server.io_uring_entries < 8 {
+            return Err(invalid(
+                "server.io_uring_entries",
+                "must be a power of two of at least 8",
+            ));
+        }
+        if self.stall.budget_ms < self.stall.check_interval_ms {
+            return Err(invalid("stall.budget_ms", "must be at least stall.check_interval_ms"));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
+            return Err(invalid("server.log_level", &error.to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn read_file_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError::Malformed {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    // Deserialising now reports unknown keys and wrong types with the file's line.
+    toml::Value::Table(table.clone())
+        .try_into::<Config>()
+        .map_err(|error| ConfigError::Malformed {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+    Ok(table)
+}
+
+/// Every `section.key` with its default value, so that environment variables
+/// are matched against known keys only (names with underscores stay unambiguous).
+fn known_keys() -> BTreeMap<(String, String), toml::Value> {
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialise");
+    let mut keys = BTreeMap::new();
+    if let toml::Value::Table(sections) = defaults {
+        for (section, value) in sections {
+            if let toml::Value::Table(fields) = value {
+                for (key, default) in fields {
+                    keys.insert((section.clone(), key), default);
+                }
+            }
+        }
+    }
+    keys
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let keys = known_keys();
+    let by_env_name: BTreeMap<String, (&String, &String, &toml::Value)> = keys
+        .iter()
+        .map(|((section, key), default)| {
+            let name = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
+            (name, (section, key, default))
+        })
+        .collect();
+    for (name, raw) in env {
+        let Some((section, key, default)) = by_env_name.get(&name) else {
+            if name.starts_with(ENV_PREFIX) {
+                // Not an error: other Veza tools share the prefix.
+                eprintln!("warning: ignoring unknown environment variable {name}");
+            }
+            continue;
+        };
+        let full_key = format!("{section}.{key}");
+        let value = parse_env_value(default, &raw).map_err(|reason| ConfigError::InvalidValue {
+            key: full_key,
+            reason: format!("{name}={raw:?}: {reason}"),
+        })?;
+        let section_table = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table {
+            toml::Value::Table(fields) => {
+                fields.insert(key.to_string(), value);
+            }
+            _ => return Err(invalid(section, "must be a table")),
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| "expected an integer".to_string()),
+        toml::Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "0" | "false" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err("expected true or false".to_string()),
+        },
+        _ => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn check_refused(pairs: &[(&str, &str)], expected_key: &str) {
+        let error = Config::load(None, env(pairs)).unwrap_err();
+        assert!(
+            error.to_string().contains(expected_key),
+            "error {error} should name {expected_key}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_ports_hold() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(config.server.listen_port, 8080);
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_keys_with_underscores() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "4096"),
+                ("VEZA_SERVER_LISTEN_PORT", "9000"),
+                ("VEZA_DEBUG_ENDPOINTS_ENABLED", "true"),
+                ("VEZA_SERVER_LOG_FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.limits.http_head_bytes_max, 4096);
+        assert_eq!(config.server.listen_port, 9000);
+        assert!(config.debug.endpoints_enabled);
+        assert_eq!(config.server.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        check_refused(&[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "abc")], "limits.http_head_bytes_max");
+        check_refused(&[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "0")], "limits.http_head_bytes_max");
+        check_refused(&[("VEZA_SERVER_LISTEN_PORT", "70000")], "listen_port");
+        check_refused(&[("VEZA_SERVER_LISTEN_ADDRESS", "not-an-ip")], "server.listen_address");
+        check_refused(&[("VEZA_SERVER_LOG_FORMAT", "yaml")], "log_format");
+        check_refused(&[("VEZA_DEBUG_ENDPOINTS_ENABLED", "maybe")], "debug.endpoints_enabled");
+        check_refused(&[("VEZA_MESH_RING_CAPACITY", "-1")], "ring_capacity");
+    }
+
+    #[test]
+    fn file_values_apply_and_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veza.toml");
+        std::fs::write(&path, "[server]\nlisten_port = 9100\nshards = 1\n").unwrap();
+        let config =
+            Config::load(Some(&path), env(&[("VEZA_SERVER_SHARDS", "2")])).unwrap();
+        assert_eq!(config.server.listen_port, 9100);
+        assert_eq!(config.server.shards, 2);
+    }
+
+    #[test]
+    fn file_with_unknown_key_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veza.toml");
+        std::fs::write(&path, "[limits]\nhttp_head_bytes_maximum = 1\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("http_head_bytes_maximum"), "{error}");
+    }
+}

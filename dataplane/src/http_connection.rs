@@ -1,0 +1,310 @@
+//! The HTTP/1.1 driver of one connection: reads into a buffer, lets the sans-IO
+//! codec parse, answers every pipelined request buffered so far with one write,
+//! and hands the socket to the WebSocket session on an upgrade.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use veza_codec::http1::{
+    parse_request_head, write_error_response, write_response_head, BodyChunk, BodyDecoder,
+    BodyFraming, RequestError, RequestLimits, ResponseHead,
+};
+
+use crate::metrics::{LimitKind, ShardMetrics};
+use crate::routes::{route, Response, Routed};
+use crate::shard::Shard;
+
+/// How a read ended.
+pub enum ReadOutcome {
+    /// Bytes arrived.
+    Data,
+    /// The peer closed its side (or shutdown was requested).
+    EndOfStream,
+    /// The deadline passed; the buffer was given up with the read.
+    TimedOut,
+    /// The socket failed.
+    Failed,
+}
+
+/// Reads into the spare capacity of `buffer` (after reserving `reserve_bytes`),
+/// waiting at most `timeout`. On a timeout the buffer goes with the cancelled
+/// read, so callers only time out reads after which they close.
+pub async fn read_into<R: AsyncReadRent>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    reserve_bytes: usize,
+    timeout: Option<Duration>,
+    metrics: &ShardMetrics,
+) -> ReadOutcome {
+    buffer.reserve(reserve_bytes);
+    let owned = std::mem::take(buffer);
+    let (start, end) = (owned.len(), owned.capacity());
+    let read = reader.read(owned.slice_mut(start..end));
+    let (result, slice) = match timeout {
+        Some(timeout) => match monoio::time::timeout(timeout, read).await {
+            Ok(done) => done,
+            Err(_) => return ReadOutcome::TimedOut,
+        },
+        None => read.await,
+    };
+    *buffer = slice.into_inner();
+    match result {
+        Ok(0) => ReadOutcome::EndOfStream,
+        Ok(bytes_read) => {
+            ShardMetrics::add(&metrics.bytes_received_total, bytes_read as u64);
+            ReadOutcome::Data
+        }
+        Err(_) => ReadOutcome::Failed,
+    }
+}
+
+/// Writes all of `out` and clears it. Returns false if the socket failed.
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut, metrics: &ShardMetrics) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let (result, returned) = stream.write_all(std::mem::take(out)).await;
+    *out = returned;
+    let written = out.len();
+    out.clear();
+    if result.is_ok() {
+        ShardMetrics::add(&metrics.bytes_sent_total, written as u64);
+    }
+    result.is_ok()
+}
+
+fn limit_of(error: &RequestError) -> Option<LimitKind> {
+    match error {
+        RequestError::HeadTooLarge { .. } => Some(LimitKind::HttpHeadBytes),
+        RequestError::TooManyHeaders { .. } => Some(LimitKind::HttpHeaderCount),
+        RequestError::TargetTooLong { .. } => Some(LimitKind::HttpTargetBytes),
+        RequestError::BodyTooLarge { .. } => Some(LimitKind::HttpBodyBytes),
+        _ => None,
+    }
+}
+
+/// State of one HTTP connection.
+struct HttpConnection {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    buffer: BytesMut,
+    out: BytesMut,
+    limits: RequestLimits,
+    /// When the first byte of the request head being read arrived.
+    head_started: Option<quanta::Instant>,
+}
+
+/// What the HTTP phase ended with.
+enum HttpOutcome {
+    Closed,
+    Upgrade,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _peer: SocketAddr, key: usize) {
+    let config_limits = &shard.process.config.limits;
+    let limits = RequestLimits {
+        head_bytes_max: config_limits.http_head_bytes_max,
+        header_count_max: config_limits.http_header_count_max,
+        target_bytes_max: config_limits.http_target_bytes_max,
+        body_bytes_max: config_limits.http_body_bytes_max,
+    };
+    let mut connection = HttpConnection {
+        buffer: BytesMut::with_capacity(config_limits.read_buffer_bytes),
+        out: BytesMut::with_capacity(4096),
+        shard: shard.clone(),
+        stream,
+        limits,
+        head_started: None,
+    };
+    if let HttpOutcome::Upgrade = connection.run().await {
+        let HttpConnection { stream, buffer, .. } = connection;
+        crate::websocket_session::run(shard.clone(), stream, buffer, key).await;
+    }
+    shard.deregister_connection(key);
+}
+
+impl HttpConnection {
+    async fn run(&mut self) -> HttpOutcome {
+        loop {
+            match self.answer_buffered_requests().await {
+                Ok(true) => {}
+                Ok(false) => return HttpOutcome::Closed,
+                Err(upgrade) => return upgrade,
+            }
+            if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
+                return HttpOutcome::Closed;
+            }
+            if self.shard.shutdown.is_set() && self.buffer.is_empty() {
+                return HttpOutcome::Closed;
+            }
+            if !self.read_more().await {
+                return HttpOutcome::Closed;
+            }
+        }
+    }
+
+    /// Reads with the idle deadline between requests and the head deadline
+    /// within one. Returns false when the connection should close.
+    async fn read_more(&mut self) -> bool {
+        let limits = &self.shard.process.config.limits;
+        let timeout = match self.head_started {
+            None => Duration::from_millis(limits.idle_timeout_ms),
+            Some(started) => Duration::from_millis(limits.header_read_timeout_ms)
+                .saturating_sub(quanta::Instant::now().saturating_duration_since(started)),
+        };
+        let reserve = limits.read_buffer_bytes.min(4096);
+        let outcome = read_into(&mut self.stream, &mut self.buffer, reserve, Some(timeout), &self.shard.metrics).await;
+        match outcome {
+            ReadOutcome::Data => {
+                if self.head_started.is_none() {
+                    self.head_started = Some(quanta::Instant::now());
+                }
+                true
+            }
+            ReadOutcome::TimedOut if self.head_started.is_some() => {
+                self.shard.metrics.limit_hit(LimitKind::HeaderReadTimeout);
+                let detail = format!(
+                    "the request head was not complete within {} ms",
+                    limits.header_read_timeout_ms
+                );
+                self.write_error(408, "header_read_timeout", &detail, true);
+                let _ = flush(&mut self.stream, &mut self.out, &self.shard.metrics).await;
+                false
+            }
+            ReadOutcome::TimedOut => {
+                self.shard.metrics.limit_hit(LimitKind::IdleTimeout);
+                false
+            }
+            ReadOutcome::EndOfStream | ReadOutcome::Failed => false,
+        }
+    }
+
+    fn write_error(&mut self, status: u16, name: &str, detail: &str, include_body: bool) {
+        let date = self.shard.date();
+        write_error_response(status, name, detail, false, include_body, &[], date.as_str(), &mut self.out);
+    }
+
+    /// Answers every complete request in the buffer. `Ok(true)`: keep reading;
+    /// `Ok(false)`: close after flushing; `Err(Upgrade)`: hand over to WebSocket.
+    async fn answer_buffered_requests(&mut self) -> Result<bool, HttpOutcome> {
+        loop {
+            let (head, head_bytes) = match parse_request_head(&self.buffer, &self.limits) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return Ok(true),
+                Err(error) => {
+                    if let Some(limit) = limit_of(&error) {
+                        self.shard.metrics.limit_hit(limit);
+                    }
+                    self.write_error(error.status(), error.error_name(), &error.detail(), true);
+                    return Ok(false);
+                }
+            };
+            self.buffer.advance(head_bytes);
+            ShardMetrics::add(&self.shard.metrics.http_requests_total, 1);
+            let body = match self.read_body(head.body).await {
+                Ok(body) => body,
+                Err(None) => return Ok(false),
+                Err(Some(error)) => {
+                    if let Some(limit) = limit_of(&error) {
+                        self.shard.metrics.limit_hit(limit);
+                    }
+                    self.write_error(error.status(), error.error_name(), &error.detail(), !head.is_head());
+                    return Ok(false);
+                }
+            };
+            self.head_started = (!self.buffer.is_empty()).then(quanta::Instant::now);
+            let keep_alive = head.keep_alive && !self.shard.shutdown.is_set();
+            match route(&self.shard, &head, body).await {
+                Routed::Response(response) => {
+                    self.write_response(&response, keep_alive, head.is_head());
+                    if !keep_alive {
+                        return Ok(false);
+                    }
+                }
+                Routed::Upgrade(accepted) => {
+                    veza_codec::websocket::handshake::write_switching_protocols(&accepted, &mut self.out);
+                    if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
+                        return Ok(false);
+                    }
+                    return Err(HttpOutcome::Upgrade);
+                }
+            }
+        }
+    }
+
+    /// Reads a whole request body (bounded by `limits.http_body_bytes_max`).
+    /// `Err(None)`: the connection failed or went idle mid-body.
+    async fn read_body(&mut self, framing: BodyFraming) -> Result<Bytes, Option<RequestError>> {
+        if framing == BodyFraming::None {
+            return Ok(Bytes::new());
+        }
+        let mut decoder = BodyDecoder::new(framing, self.limits.body_bytes_max);
+        let mut body = BytesMut::new();
+        let idle = Duration::from_millis(self.shard.process.config.limits.idle_timeout_ms);
+        loop {
+            match decoder.decode(&mut self.buffer).map_err(Some)? {
+                BodyChunk::Data(chunk) => {
+                    if body.is_empty() && decoder.is_done() {
+                        return Ok(chunk);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                BodyChunk::End => return Ok(body.freeze()),
+                BodyChunk::NeedMore => {
+                    let reserve = self.shard.process.config.limits.read_buffer_bytes;
+                    match read_into(&mut self.stream, &mut self.buffer, reserve, Some(idle), &self.shard.metrics).await {
+                        ReadOutcome::Data => {}
+                        ReadOutcome::TimedOut => {
+                            self.shard.metrics.limit_hit(LimitKind::IdleTimeout);
+                            return Err(None);
+                        }
+                        _ => return Err(None),
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_response(&mut self, response: &Response, keep_alive: bool, is_head: bool) {
+        let extra: Vec<(&str, &str)> = response
+            .extra_headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let date = self.shard.date();
+        let head = ResponseHead {
+            status: response.status,
+            content_type: Some(response.content_type),
+            content_length: Some(response.body.len() as u64),
+            keep_alive,
+            extra_headers: &extra,
+            date: date.as_str(),
+        };
+        write_response_head(&head, &mut self.out);
+        drop(date);
+        if !is_head {
+            self.out.extend_from_slice(&response.body);
+        }
+    }
+}
+
+/// Answers 503 to a connection over `limits.connections_per_shard_max` and
+/// closes it, like nginx's `limit_conn`.
+pub async fn refuse_over_limit(shard: Rc<Shard>, mut stream: TcpStream) {
+    let mut out = BytesMut::with_capacity(256);
+    {
+        let date = shard.date();
+        let detail = format!(
+            "this shard already serves {} connections",
+            shard.process.config.limits.connections_per_shard_max
+        );
+        write_error_response(503, "connection_limit", &detail, false, true, &[("Retry-After", "1")], date.as_str(), &mut out);
+    }
+    let _ = monoio::time::timeout(Duration::from_secs(1), flush(&mut stream, &mut out, &shard.metrics)).await;
+}

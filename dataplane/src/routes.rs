@@ -1,0 +1,180 @@
+//! The data plane's HTTP endpoints.
+//!
+//! | path | methods | what |
+//! |---|---|---|
+//! | `/health` | GET, HEAD | the process is alive |
+//! | `/ready` | GET, HEAD | every shard serves and none is stalled (503 otherwise) |
+//! | `/metrics` | GET, HEAD | Prometheus text, per-shard series merged on scrape |
+//! | `/v1/echo` | GET (WebSocket upgrade), POST (echoes the body) | conformance and benchmarks |
+//! | `/debug/stall?ms=N` | POST, when `debug.endpoints_enabled` | blocks the shard on purpose |
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use veza_codec::http1::RequestHead;
+use veza_codec::websocket::handshake::{validate_upgrade, Accepted, HandshakeError};
+use veza_proto::error_body::ErrorBody;
+
+use crate::metrics::{render_prometheus, RingReport};
+use crate::shard::Shard;
+
+/// Subprotocols `/v1/echo` offers, in preference order.
+pub const ECHO_SUBPROTOCOLS: &[&str] = &["veza.echo"];
+
+/// Longest stall `/debug/stall` will cause.
+const DEBUG_STALL_MS_MAX: u64 = 10_000;
+
+/// How long a scrape waits for other shards' histograms.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A complete response.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Content-Type.
+    pub content_type: &'static str,
+    /// Body (sent with Content-Length).
+    pub body: Bytes,
+    /// More headers.
+    pub extra_headers: Vec<(&'static str, String)>,
+}
+
+impl Response {
+    fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// An error with the standard JSON body.
+    pub fn error(status: u16, error: &str, detail: &str) -> Self {
+        Self::json(status, ErrorBody::new(error, detail).to_json())
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What a request leads to.
+pub enum Routed {
+    /// Answer and carry on.
+    Response(Response),
+    /// Switch the connection to WebSocket.
+    Upgrade(Accepted),
+}
+
+fn method_not_allowed(allowed: &'static str) -> Routed {
+    Routed::Response(
+        Response::error(405, "method_not_allowed", &format!("allowed methods: {allowed}"))
+            .with_header("Allow", allowed),
+    )
+}
+
+/// Routes one request.
+pub async fn route(shard: &Shard, head: &RequestHead, body: Bytes) -> Routed {
+    let method = head.method.as_str();
+    let is_read = matches!(method, "GET" | "HEAD");
+    match head.path() {
+        "/health" if is_read => Routed::Response(Response::json(200, &b"{\"status\":\"ok\"}"[..])),
+        "/ready" if is_read => Routed::Response(ready(shard)),
+        "/metrics" if is_read => Routed::Response(metrics(shard).await),
+        "/health" | "/ready" | "/metrics" => method_not_allowed("GET, HEAD"),
+        "/v1/echo" => match method {
+            "GET" => upgrade(head),
+            "POST" => Routed::Response(Response {
+                status: 200,
+                content_type: "application/octet-stream",
+                body,
+                extra_headers: Vec::new(),
+            }),
+            _ => method_not_allowed("GET, POST"),
+        },
+        "/debug/stall" if shard.process.config.debug.endpoints_enabled => match method {
+            "POST" => Routed::Response(debug_stall(head)),
+            _ => method_not_allowed("POST"),
+        },
+        path => Routed::Response(Response::error(404, "not_found", &format!("no route for {path}"))),
+    }
+}
+
+fn ready(shard: &Shard) -> Response {
+    let process = &shard.process;
+    if process.shutting_down.load(Ordering::Relaxed) {
+        return Response::error(503, "not_ready", "the server is shutting down");
+    }
+    if !process.all_shards_ready() {
+        return Response::error(503, "not_ready", "a shard is not serving or is stalled");
+    }
+    Response::json(
+        200,
+        format!("{{\"status\":\"ready\",\"shards\":{}}}", process.shard_count()),
+    )
+}
+
+async fn metrics(shard: &Shard) -> Response {
+    let (loop_turn, missing) = shard.collect_loop_turn_histograms(SCRAPE_TIMEOUT).await;
+    let process = &shard.process;
+    let shard_count = process.shard_count();
+    let mut rings = Vec::with_capacity(shard_count * shard_count);
+    for from in 0..shard_count {
+        for to in (0..shard_count).filter(|&to| to != from) {
+            let counters = process.mesh.ring_counters(from, to);
+            rings.push(RingReport {
+                from,
+                to,
+                depth: process.mesh.ring_depth(from, to),
+                full_total: counters.full_total.load(Ordering::Relaxed),
+                sent_total: counters.sent_total.load(Ordering::Relaxed),
+            });
+        }
+    }
+    let text = render_prometheus(&process.shard_metrics, &rings, &loop_turn, &missing);
+    Response {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: Bytes::from(text),
+        extra_headers: Vec::new(),
+    }
+}
+
+fn upgrade(head: &RequestHead) -> Routed {
+    match validate_upgrade(head, ECHO_SUBPROTOCOLS) {
+        Ok(accepted) => Routed::Upgrade(accepted),
+        Err(error) => {
+            let response = Response::error(error.status(), error.error_name(), error.detail());
+            let response = match error {
+                HandshakeError::UnsupportedVersion => response.with_header("Sec-WebSocket-Version", "13"),
+                HandshakeError::MissingUpgradeHeader | HandshakeError::MissingConnectionUpgrade => {
+                    response.with_header("Upgrade", "websocket")
+                }
+                _ => response,
+            };
+            Routed::Response(response)
+        }
+    }
+}
+
+fn debug_stall(head: &RequestHead) -> Response {
+    let requested_ms = head
+        .query()
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|value| value.parse::<u64>().ok());
+    let Some(stall_ms) = requested_ms.filter(|&ms| ms <= DEBUG_STALL_MS_MAX) else {
+        return Response::error(
+            400,
+            "bad_request",
+            &format!("give ms=N with N at most {DEBUG_STALL_MS_MAX}"),
+        );
+    };
+    // Deliberately blocking: this endpoint exists to test stall detection.
+    std::thread::sleep(Duration::from_millis(stall_ms));
+    Response::json(200, format!("{{\"stalled_ms\":{stall_ms}}}"))
+}
