@@ -307,10 +307,9 @@ fn read_file_table(path: &Path) -> Result<toml::Table, ConfigError> {
         path: path.display().to_string(),
         reason: error.to_string(),
     })?;
-    // Deserialising now reports unknown keys and wrong types with the file's line.
-    toml::Value::Table(table.clone())
-        .try_into::<Config>()
-        .map_err(|error| ConfigError::Malformed {
+    // Deserialising the text reports unknown keys and wrong types with the
+    // key, line and column.
+    toml::from_str::<Config>(&text).map_err(|error| ConfigError::Malformed {
             path: path.display().to_string(),
             reason: error.to_string(),
         })?;
@@ -359,6 +358,10 @@ fn apply_env(
             key: full_key,
             reason: format!("{name}={raw:?}: {reason}"),
         })?;
+        check_value_type(section, key, &value).map_err(|reason| ConfigError::InvalidValue {
+            key: format!("{section}.{key}"),
+            reason: format!("{name}={raw:?}: {reason}"),
+        })?;
         let section_table = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -370,6 +373,19 @@ fn apply_env(
         }
     }
     Ok(())
+}
+
+/// Deserialises a configuration holding only `section.key = value`, so that
+/// a value of the wrong type or range is reported against its own key.
+fn check_value_type(section: &str, key: &str, value: &toml::Value) -> Result<(), String> {
+    let mut fields = toml::Table::new();
+    fields.insert(key.to_string(), value.clone());
+    let mut root = toml::Table::new();
+    root.insert(section.to_string(), toml::Value::Table(fields));
+    toml::Value::Table(root)
+        .try_into::<Config>()
+        .map(|_| ())
+        .map_err(|error| error.message().to_string())
 }
 
 fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
@@ -449,6 +465,26 @@ mod tests {
             Config::load(Some(&path), env(&[("VEZA_SERVER_SHARDS", "2")])).unwrap();
         assert_eq!(config.server.listen_port, 9100);
         assert_eq!(config.server.shards, 2);
+    }
+
+    #[test]
+    fn documented_example_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/veza-dataplane.toml");
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(config, Config::default(), "deploy/veza-dataplane.toml must document the defaults");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for ((section, key), _) in known_keys() {
+            assert!(text.contains(&format!("\n{key} = ")), "{section}.{key} is not documented");
+        }
+    }
+
+    #[test]
+    fn file_with_wrong_type_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veza.toml");
+        std::fs::write(&path, "[limits]\nidle_timeout_ms = \"soon\"\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("idle_timeout_ms"), "{error}");
     }
 
     #[test]
