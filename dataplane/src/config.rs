@@ -233,17 +233,47 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
         let positive: [(&str, u64); 15] = [
-            ("limits.connections_per_shard_max", limits.connections_per_shard_max as u64),
-            ("limits.http_head_bytes_max", limits.http_head_bytes_max as u64),
-            ("limits.http_header_count_max", limits.http_header_count_max as u64),
-            ("limits.http_target_bytes_max", limits.http_target_bytes_max as u64),
-            ("limits.header_read_timeout_ms", limits.header_read_timeout_ms),
+            (
+                "limits.connections_per_shard_max",
+                limits.connections_per_shard_max as u64,
+            ),
+            (
+                "limits.http_head_bytes_max",
+                limits.http_head_bytes_max as u64,
+            ),
+            (
+                "limits.http_header_count_max",
+                limits.http_header_count_max as u64,
+            ),
+            (
+                "limits.http_target_bytes_max",
+                limits.http_target_bytes_max as u64,
+            ),
+            (
+                "limits.header_read_timeout_ms",
+                limits.header_read_timeout_ms,
+            ),
             ("limits.idle_timeout_ms", limits.idle_timeout_ms),
-            ("limits.websocket_frame_bytes_max", limits.websocket_frame_bytes_max as u64),
-            ("limits.websocket_message_bytes_max", limits.websocket_message_bytes_max as u64),
-            ("limits.send_queue_bytes_max", limits.send_queue_bytes_max as u64),
-            ("limits.websocket_ping_interval_ms", limits.websocket_ping_interval_ms),
-            ("limits.websocket_pong_timeout_ms", limits.websocket_pong_timeout_ms),
+            (
+                "limits.websocket_frame_bytes_max",
+                limits.websocket_frame_bytes_max as u64,
+            ),
+            (
+                "limits.websocket_message_bytes_max",
+                limits.websocket_message_bytes_max as u64,
+            ),
+            (
+                "limits.send_queue_bytes_max",
+                limits.send_queue_bytes_max as u64,
+            ),
+            (
+                "limits.websocket_ping_interval_ms",
+                limits.websocket_ping_interval_ms,
+            ),
+            (
+                "limits.websocket_pong_timeout_ms",
+                limits.websocket_pong_timeout_ms,
+            ),
             ("mesh.ring_capacity", self.mesh.ring_capacity as u64),
             ("mesh.drain_batch_max", self.mesh.drain_batch_max as u64),
             ("stall.check_interval_ms", self.stall.check_interval_ms),
@@ -255,7 +285,10 @@ impl Config {
             }
         }
         if limits.http_head_bytes_max > 1 << 20 {
-            return Err(invalid("limits.http_head_bytes_max", "must be at most 1048576"));
+            return Err(invalid(
+                "limits.http_head_bytes_max",
+                "must be at most 1048576",
+            ));
         }
         if limits.read_buffer_bytes < 1024 {
             return Err(invalid("limits.read_buffer_bytes", "must be at least 1024"));
@@ -266,8 +299,16 @@ impl Config {
                 "must be at least limits.websocket_frame_bytes_max",
             ));
         }
-        if self.server.listen_address.parse::<std::net::IpAddr>().is_err() {
-            return Err(invalid("server.listen_address", "must be an IPv4 or IPv6 address"));
+        if self
+            .server
+            .listen_address
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "server.listen_address",
+                "must be an IPv4 or IPv6 address",
+            ));
         }
         if self.server.shards > 1024 {
             return Err(invalid("server.shards", "must be at most 1024"));
@@ -282,7 +323,10 @@ impl Config {
             ));
         }
         if self.stall.budget_ms < self.stall.check_interval_ms {
-            return Err(invalid("stall.budget_ms", "must be at least stall.check_interval_ms"));
+            return Err(invalid(
+                "stall.budget_ms",
+                "must be at least stall.check_interval_ms",
+            ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
             return Err(invalid("server.log_level", &error.to_string()));
@@ -303,16 +347,18 @@ fn read_file_table(path: &Path) -> Result<toml::Table, ConfigError> {
         path: path.display().to_string(),
         reason: error.to_string(),
     })?;
-    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError::Malformed {
-        path: path.display().to_string(),
-        reason: error.to_string(),
-    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|error: toml::de::Error| ConfigError::Malformed {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
     // Deserialising the text reports unknown keys and wrong types with the
     // key, line and column.
     toml::from_str::<Config>(&text).map_err(|error| ConfigError::Malformed {
-            path: path.display().to_string(),
-            reason: error.to_string(),
-        })?;
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })?;
     Ok(table)
 }
 
@@ -409,7 +455,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn check_refused(pairs: &[(&str, &str)], expected_key: &str) {
@@ -447,12 +496,24 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        check_refused(&[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "abc")], "limits.http_head_bytes_max");
-        check_refused(&[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "0")], "limits.http_head_bytes_max");
+        check_refused(
+            &[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "abc")],
+            "limits.http_head_bytes_max",
+        );
+        check_refused(
+            &[("VEZA_LIMITS_HTTP_HEAD_BYTES_MAX", "0")],
+            "limits.http_head_bytes_max",
+        );
         check_refused(&[("VEZA_SERVER_LISTEN_PORT", "70000")], "listen_port");
-        check_refused(&[("VEZA_SERVER_LISTEN_ADDRESS", "not-an-ip")], "server.listen_address");
+        check_refused(
+            &[("VEZA_SERVER_LISTEN_ADDRESS", "not-an-ip")],
+            "server.listen_address",
+        );
         check_refused(&[("VEZA_SERVER_LOG_FORMAT", "yaml")], "log_format");
-        check_refused(&[("VEZA_DEBUG_ENDPOINTS_ENABLED", "maybe")], "debug.endpoints_enabled");
+        check_refused(
+            &[("VEZA_DEBUG_ENDPOINTS_ENABLED", "maybe")],
+            "debug.endpoints_enabled",
+        );
         check_refused(&[("VEZA_MESH_RING_CAPACITY", "-1")], "ring_capacity");
     }
 
@@ -461,8 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("veza.toml");
         std::fs::write(&path, "[server]\nlisten_port = 9100\nshards = 1\n").unwrap();
-        let config =
-            Config::load(Some(&path), env(&[("VEZA_SERVER_SHARDS", "2")])).unwrap();
+        let config = Config::load(Some(&path), env(&[("VEZA_SERVER_SHARDS", "2")])).unwrap();
         assert_eq!(config.server.listen_port, 9100);
         assert_eq!(config.server.shards, 2);
     }
@@ -471,10 +531,17 @@ mod tests {
     fn documented_example_file_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/veza-dataplane.toml");
         let config = Config::load(Some(&path), Vec::new()).unwrap();
-        assert_eq!(config, Config::default(), "deploy/veza-dataplane.toml must document the defaults");
+        assert_eq!(
+            config,
+            Config::default(),
+            "deploy/veza-dataplane.toml must document the defaults"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         for ((section, key), _) in known_keys() {
-            assert!(text.contains(&format!("\n{key} = ")), "{section}.{key} is not documented");
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "{section}.{key} is not documented"
+            );
         }
     }
 
@@ -493,6 +560,9 @@ mod tests {
         let path = dir.path().join("veza.toml");
         std::fs::write(&path, "[limits]\nhttp_head_bytes_maximum = 1\n").unwrap();
         let error = Config::load(Some(&path), Vec::new()).unwrap_err();
-        assert!(error.to_string().contains("http_head_bytes_maximum"), "{error}");
+        assert!(
+            error.to_string().contains("http_head_bytes_maximum"),
+            "{error}"
+        );
     }
 }

@@ -159,7 +159,14 @@ impl HttpConnection {
                 .saturating_sub(quanta::Instant::now().saturating_duration_since(started)),
         };
         let reserve = limits.read_buffer_bytes.min(4096);
-        let outcome = read_into(&mut self.stream, &mut self.buffer, reserve, Some(timeout), &self.shard.metrics).await;
+        let outcome = read_into(
+            &mut self.stream,
+            &mut self.buffer,
+            reserve,
+            Some(timeout),
+            &self.shard.metrics,
+        )
+        .await;
         match outcome {
             ReadOutcome::Data => {
                 if self.head_started.is_none() {
@@ -187,7 +194,16 @@ impl HttpConnection {
 
     fn write_error(&mut self, status: u16, name: &str, detail: &str, include_body: bool) {
         let date = self.shard.date();
-        write_error_response(status, name, detail, false, include_body, &[], date.as_str(), &mut self.out);
+        write_error_response(
+            status,
+            name,
+            detail,
+            false,
+            include_body,
+            &[],
+            date.as_str(),
+            &mut self.out,
+        );
     }
 
     /// Answers every complete request in the buffer. `Ok(true)`: keep reading;
@@ -214,7 +230,12 @@ impl HttpConnection {
                     if let Some(limit) = limit_of(&error) {
                         self.shard.metrics.limit_hit(limit);
                     }
-                    self.write_error(error.status(), error.error_name(), &error.detail(), !head.is_head());
+                    self.write_error(
+                        error.status(),
+                        error.error_name(),
+                        &error.detail(),
+                        !head.is_head(),
+                    );
                     return Ok(false);
                 }
             };
@@ -228,7 +249,10 @@ impl HttpConnection {
                     }
                 }
                 Routed::Upgrade(accepted) => {
-                    veza_codec::websocket::handshake::write_switching_protocols(&accepted, &mut self.out);
+                    veza_codec::websocket::handshake::write_switching_protocols(
+                        &accepted,
+                        &mut self.out,
+                    );
                     if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
                         return Ok(false);
                     }
@@ -258,7 +282,15 @@ impl HttpConnection {
                 BodyChunk::End => return Ok(body.freeze()),
                 BodyChunk::NeedMore => {
                     let reserve = self.shard.process.config.limits.read_buffer_bytes;
-                    match read_into(&mut self.stream, &mut self.buffer, reserve, Some(idle), &self.shard.metrics).await {
+                    match read_into(
+                        &mut self.stream,
+                        &mut self.buffer,
+                        reserve,
+                        Some(idle),
+                        &self.shard.metrics,
+                    )
+                    .await
+                    {
                         ReadOutcome::Data => {}
                         ReadOutcome::TimedOut => {
                             self.shard.metrics.limit_hit(LimitKind::IdleTimeout);
@@ -304,7 +336,20 @@ pub async fn refuse_over_limit(shard: Rc<Shard>, mut stream: TcpStream) {
             "this shard already serves {} connections",
             shard.process.config.limits.connections_per_shard_max
         );
-        write_error_response(503, "connection_limit", &detail, false, true, &[("Retry-After", "1")], date.as_str(), &mut out);
+        write_error_response(
+            503,
+            "connection_limit",
+            &detail,
+            false,
+            true,
+            &[("Retry-After", "1")],
+            date.as_str(),
+            &mut out,
+        );
     }
-    let _ = monoio::time::timeout(Duration::from_secs(1), flush(&mut stream, &mut out, &shard.metrics)).await;
+    let _ = monoio::time::timeout(
+        Duration::from_secs(1),
+        flush(&mut stream, &mut out, &shard.metrics),
+    )
+    .await;
 }

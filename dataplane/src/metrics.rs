@@ -71,7 +71,10 @@ impl LimitKind {
     }
 
     fn index(self) -> usize {
-        Self::ALL.iter().position(|kind| *kind == self).expect("listed")
+        Self::ALL
+            .iter()
+            .position(|kind| *kind == self)
+            .expect("listed")
     }
 }
 
@@ -160,8 +163,8 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 
 /// Prometheus bucket bounds of the loop-turn histogram, in seconds.
 const LOOP_TURN_BUCKETS_SECONDS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 
 /// The mesh facts a scrape reports.
@@ -178,6 +181,14 @@ pub struct RingReport {
     pub sent_total: u64,
 }
 
+/// Name, Prometheus type, help text and reader of one per-shard series.
+type CounterSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardMetrics) -> i64,
+);
+
 /// Renders every series. `loop_turn` is the merge of every shard's histogram
 /// that answered; `missing_shards` lists those that did not in time.
 pub fn render_prometheus(
@@ -187,31 +198,52 @@ pub fn render_prometheus(
     missing_shards: &[usize],
 ) -> String {
     let mut out = String::with_capacity(8192);
-    let counters: [(&str, &str, &str, fn(&ShardMetrics) -> i64); 8] = [
+    let counters: [CounterSeries; 8] = [
         ("veza_connections_open", "gauge", "Open connections.", |m| {
             m.connections_open.load(Ordering::Relaxed)
         }),
-        ("veza_connections_accepted_total", "counter", "Accepted connections.", |m| {
-            m.connections_accepted_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_bytes_received_total", "counter", "Bytes read from sockets.", |m| {
-            m.bytes_received_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_bytes_sent_total", "counter", "Bytes written to sockets.", |m| {
-            m.bytes_sent_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_websocket_frames_received_total", "counter", "WebSocket frames received.", |m| {
-            m.websocket_frames_received_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_websocket_frames_sent_total", "counter", "WebSocket frames sent.", |m| {
-            m.websocket_frames_sent_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_http_requests_total", "counter", "HTTP requests parsed.", |m| {
-            m.http_requests_total.load(Ordering::Relaxed) as i64
-        }),
-        ("veza_shard_stalls_total", "counter", "Event-loop stalls over stall.budget_ms.", |m| {
-            m.stalls_total.load(Ordering::Relaxed) as i64
-        }),
+        (
+            "veza_connections_accepted_total",
+            "counter",
+            "Accepted connections.",
+            |m| m.connections_accepted_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_bytes_received_total",
+            "counter",
+            "Bytes read from sockets.",
+            |m| m.bytes_received_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_bytes_sent_total",
+            "counter",
+            "Bytes written to sockets.",
+            |m| m.bytes_sent_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_websocket_frames_received_total",
+            "counter",
+            "WebSocket frames received.",
+            |m| m.websocket_frames_received_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_websocket_frames_sent_total",
+            "counter",
+            "WebSocket frames sent.",
+            |m| m.websocket_frames_sent_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_http_requests_total",
+            "counter",
+            "HTTP requests parsed.",
+            |m| m.http_requests_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_shard_stalls_total",
+            "counter",
+            "Event-loop stalls over stall.budget_ms.",
+            |m| m.stalls_total.load(Ordering::Relaxed) as i64,
+        ),
     ];
     for (name, kind, help, read) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -233,7 +265,10 @@ pub fn render_prometheus(
 
 fn render_limits(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) {
     let name = "veza_limit_hits_total";
-    let _ = writeln!(out, "# HELP {name} Times a configured limit was hit.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Times a configured limit was hit.\n# TYPE {name} counter"
+    );
     for (shard_idx, metrics) in shards.iter().enumerate() {
         for limit in LimitKind::ALL {
             let _ = writeln!(
@@ -248,10 +283,17 @@ fn render_limits(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) {
 
 fn render_drivers(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) {
     let name = "veza_shard_driver";
-    let _ = writeln!(out, "# HELP {name} The I/O driver each shard runs (1 = active).\n# TYPE {name} gauge");
+    let _ = writeln!(
+        out,
+        "# HELP {name} The I/O driver each shard runs (1 = active).\n# TYPE {name} gauge"
+    );
     for (shard_idx, metrics) in shards.iter().enumerate() {
         if let Some(driver) = metrics.driver() {
-            let _ = writeln!(out, "{name}{{shard=\"{shard_idx}\",driver=\"{}\"}} 1", driver.label());
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{shard_idx}\",driver=\"{}\"}} 1",
+                driver.label()
+            );
         }
     }
 }
@@ -259,15 +301,27 @@ fn render_drivers(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) {
 fn render_rings(out: &mut String, rings: &[RingReport]) {
     let _ = writeln!(out, "# HELP veza_ring_depth Messages waiting in a cross-shard ring.\n# TYPE veza_ring_depth gauge");
     for ring in rings {
-        let _ = writeln!(out, "veza_ring_depth{{from=\"{}\",to=\"{}\"}} {}", ring.from, ring.to, ring.depth);
+        let _ = writeln!(
+            out,
+            "veza_ring_depth{{from=\"{}\",to=\"{}\"}} {}",
+            ring.from, ring.to, ring.depth
+        );
     }
     let _ = writeln!(out, "# HELP veza_ring_full_total Sends refused because a cross-shard ring was full.\n# TYPE veza_ring_full_total counter");
     for ring in rings {
-        let _ = writeln!(out, "veza_ring_full_total{{from=\"{}\",to=\"{}\"}} {}", ring.from, ring.to, ring.full_total);
+        let _ = writeln!(
+            out,
+            "veza_ring_full_total{{from=\"{}\",to=\"{}\"}} {}",
+            ring.from, ring.to, ring.full_total
+        );
     }
     let _ = writeln!(out, "# HELP veza_ring_messages_total Messages published into a cross-shard ring.\n# TYPE veza_ring_messages_total counter");
     for ring in rings {
-        let _ = writeln!(out, "veza_ring_messages_total{{from=\"{}\",to=\"{}\"}} {}", ring.from, ring.to, ring.sent_total);
+        let _ = writeln!(
+            out,
+            "veza_ring_messages_total{{from=\"{}\",to=\"{}\"}} {}",
+            ring.from, ring.to, ring.sent_total
+        );
     }
 }
 
@@ -287,7 +341,10 @@ fn render_histogram(out: &mut String, name: &str, histogram: &Histogram<u64>) {
     }
     let total = histogram.len();
     let sum_seconds = histogram.mean() * total as f64 / 1e9;
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum_seconds}\n{name}_count {total}");
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum_seconds}\n{name}_count {total}"
+    );
 }
 
 #[cfg(test)]
@@ -297,7 +354,10 @@ mod tests {
 
     #[test]
     fn rendering_reports_every_shard_limit_and_merged_histogram() {
-        let shards = vec![Arc::new(ShardMetrics::default()), Arc::new(ShardMetrics::default())];
+        let shards = vec![
+            Arc::new(ShardMetrics::default()),
+            Arc::new(ShardMetrics::default()),
+        ];
         shards[1].limit_hit(LimitKind::HttpBodyBytes);
         shards[0].set_driver(DriverKind::Legacy);
         let mut histogram = new_latency_histogram();

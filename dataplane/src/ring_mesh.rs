@@ -155,18 +155,20 @@ pub struct MeshEndpoint<T> {
     any_staged: bool,
 }
 
+/// The shared view plus one endpoint per shard.
+pub type Mesh<T> = (Arc<MeshShared<T>>, Vec<MeshEndpoint<T>>);
+
 /// Builds a mesh of `shard_count` shards whose rings hold `ring_capacity`
 /// messages each. Returns the shared view and one endpoint per shard, to be
 /// moved into each shard's thread.
-pub fn build<T: Send>(
-    shard_count: usize,
-    ring_capacity: usize,
-) -> std::io::Result<(Arc<MeshShared<T>>, Vec<MeshEndpoint<T>>)> {
+pub fn build<T: Send>(shard_count: usize, ring_capacity: usize) -> std::io::Result<Mesh<T>> {
     assert!(shard_count > 0 && ring_capacity > 0);
-    let mut producers: Vec<Vec<Option<FrozenProd<Ring<T>>>>> =
-        (0..shard_count).map(|_| (0..shard_count).map(|_| None).collect()).collect();
-    let mut consumers: Vec<Vec<Option<FrozenCons<Ring<T>>>>> =
-        (0..shard_count).map(|_| (0..shard_count).map(|_| None).collect()).collect();
+    let mut producers: Vec<Vec<Option<FrozenProd<Ring<T>>>>> = (0..shard_count)
+        .map(|_| (0..shard_count).map(|_| None).collect())
+        .collect();
+    let mut consumers: Vec<Vec<Option<FrozenCons<Ring<T>>>>> = (0..shard_count)
+        .map(|_| (0..shard_count).map(|_| None).collect())
+        .collect();
     let mut observers = Vec::with_capacity(shard_count * shard_count);
     for from in 0..shard_count {
         for to in 0..shard_count {
@@ -187,7 +189,9 @@ pub fn build<T: Send>(
         shard_count,
         doorbells,
         observers,
-        counters: (0..shard_count * shard_count).map(|_| RingCounters::default()).collect(),
+        counters: (0..shard_count * shard_count)
+            .map(|_| RingCounters::default())
+            .collect(),
     });
     let endpoints = producers
         .into_iter()
@@ -219,7 +223,10 @@ impl<T> MeshEndpoint<T> {
     /// Stages `message` for `destination_shard`; it is published at the next
     /// [`flush`](Self::flush). A full ring hands the message back.
     pub fn send(&mut self, destination_shard: usize, message: T) -> Result<(), RingFull<T>> {
-        assert_ne!(destination_shard, self.shard_idx, "a shard does not message itself");
+        assert_ne!(
+            destination_shard, self.shard_idx,
+            "a shard does not message itself"
+        );
         let producer = self.producers[destination_shard]
             .as_mut()
             .expect("a producer exists for every other shard");
@@ -370,7 +377,13 @@ mod tests {
         let refused = sender.send(1, 99).unwrap_err();
         assert_eq!(refused.message, 99);
         assert_eq!(refused.destination_shard, 1);
-        assert_eq!(shared.ring_counters(0, 1).full_total.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            shared
+                .ring_counters(0, 1)
+                .full_total
+                .load(Ordering::Relaxed),
+            1
+        );
         sender.flush();
         // Once the receiver frees slots, sending works again.
         endpoints[1].drain(2, |_, _| {});

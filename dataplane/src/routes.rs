@@ -71,8 +71,12 @@ pub enum Routed {
 
 fn method_not_allowed(allowed: &'static str) -> Routed {
     Routed::Response(
-        Response::error(405, "method_not_allowed", &format!("allowed methods: {allowed}"))
-            .with_header("Allow", allowed),
+        Response::error(
+            405,
+            "method_not_allowed",
+            &format!("allowed methods: {allowed}"),
+        )
+        .with_header("Allow", allowed),
     )
 }
 
@@ -99,7 +103,11 @@ pub async fn route(shard: &Shard, head: &RequestHead, body: Bytes) -> Routed {
             "POST" => Routed::Response(debug_stall(head)),
             _ => method_not_allowed("POST"),
         },
-        path => Routed::Response(Response::error(404, "not_found", &format!("no route for {path}"))),
+        path => Routed::Response(Response::error(
+            404,
+            "not_found",
+            &format!("no route for {path}"),
+        )),
     }
 }
 
@@ -113,7 +121,10 @@ fn ready(shard: &Shard) -> Response {
     }
     Response::json(
         200,
-        format!("{{\"status\":\"ready\",\"shards\":{}}}", process.shard_count()),
+        format!(
+            "{{\"status\":\"ready\",\"shards\":{}}}",
+            process.shard_count()
+        ),
     )
 }
 
@@ -149,7 +160,9 @@ fn upgrade(head: &RequestHead) -> Routed {
         Err(error) => {
             let response = Response::error(error.status(), error.error_name(), error.detail());
             let response = match error {
-                HandshakeError::UnsupportedVersion => response.with_header("Sec-WebSocket-Version", "13"),
+                HandshakeError::UnsupportedVersion => {
+                    response.with_header("Sec-WebSocket-Version", "13")
+                }
                 HandshakeError::MissingUpgradeHeader | HandshakeError::MissingConnectionUpgrade => {
                     response.with_header("Upgrade", "websocket")
                 }

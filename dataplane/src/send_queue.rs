@@ -164,10 +164,11 @@ pub struct WriteBatch {
 impl WriteBatch {
     fn prepare(&mut self) {
         self.iovecs.clear();
-        self.iovecs.extend(self.buffers.iter().map(|buffer| libc::iovec {
-            iov_base: buffer.as_ptr() as *mut libc::c_void,
-            iov_len: buffer.len(),
-        }));
+        self.iovecs
+            .extend(self.buffers.iter().map(|buffer| libc::iovec {
+                iov_base: buffer.as_ptr() as *mut libc::c_void,
+                iov_len: buffer.len(),
+            }));
     }
 
     fn total_bytes(&self) -> usize {
@@ -273,7 +274,11 @@ mod tests {
         let outbound = Outbound::new(4);
         outbound.push(&[bytes("abcd")]).unwrap();
         assert!(outbound.push_final(&[bytes("close!")], true));
-        assert_eq!(outbound.queued_bytes(), 6, "queued data was dropped for the close");
+        assert_eq!(
+            outbound.queued_bytes(),
+            6,
+            "queued data was dropped for the close"
+        );
         assert_eq!(outbound.push(&[bytes("x")]), Err(PushError::Closed));
         assert!(!outbound.push_final(&[bytes("again")], false));
     }
@@ -308,8 +313,10 @@ mod tests {
             outbound.finish();
             let writes = Rc::new(Cell::new(0));
             let counted = writes.clone();
-            let (_server, exit) =
-                run_writer(server, outbound.clone(), move |_| counted.set(counted.get() + 1)).await;
+            let (_server, exit) = run_writer(server, outbound.clone(), move |_| {
+                counted.set(counted.get() + 1)
+            })
+            .await;
             assert_eq!(exit, WriterExit::Drained);
             assert_eq!(writes.get(), 1, "50 queued frames go out in one writev");
             let mut received = vec![0u8; 150];

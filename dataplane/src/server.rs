@@ -41,14 +41,23 @@ pub fn run(config: Config, terminate: Arc<AtomicBool>) -> Result<(), StartError>
         config.server.shards
     };
     if shard_count > cpus.len() {
-        tracing::warn!(shard_count, cpus = cpus.len(), "more shards than CPUs in the affinity mask; shards will share CPUs");
+        tracing::warn!(
+            shard_count,
+            cpus = cpus.len(),
+            "more shards than CPUs in the affinity mask; shards will share CPUs"
+        );
     }
     let listeners = bind_all(&config, shard_count)?;
-    let port = listeners[0].local_addr().map(|address| address.port()).unwrap_or(0);
+    let port = listeners[0]
+        .local_addr()
+        .map(|address| address.port())
+        .unwrap_or(0);
     let (mesh, endpoints) =
         ring_mesh::build(shard_count, config.mesh.ring_capacity).map_err(StartError::Mesh)?;
     let process = Arc::new(ProcessShared {
-        shard_metrics: (0..shard_count).map(|_| Arc::new(ShardMetrics::default())).collect(),
+        shard_metrics: (0..shard_count)
+            .map(|_| Arc::new(ShardMetrics::default()))
+            .collect(),
         mesh,
         shutting_down: AtomicBool::new(false),
         started: quanta::Instant::now(),
@@ -58,7 +67,11 @@ pub fn run(config: Config, terminate: Arc<AtomicBool>) -> Result<(), StartError>
     for (idx, (listener, mesh)) in listeners.into_iter().zip(endpoints).enumerate() {
         let start = ShardStart {
             idx,
-            cpu: process.config.server.pin_shards.then(|| cpus[idx % cpus.len()]),
+            cpu: process
+                .config
+                .server
+                .pin_shards
+                .then(|| cpus[idx % cpus.len()]),
             listener,
             mesh,
         };
@@ -97,7 +110,10 @@ fn bind_all(config: &Config, shard_count: usize) -> Result<Vec<std::net::TcpList
     let first = bind_listener(config, config.server.listen_port)
         .map_err(|source| bind_error(config.server.listen_port, source))?;
     // With port 0 the first bind picks the port and every other shard joins it.
-    let port = first.local_addr().map_err(|source| bind_error(0, source))?.port();
+    let port = first
+        .local_addr()
+        .map_err(|source| bind_error(0, source))?
+        .port();
     let mut listeners = vec![first];
     for _ in 1..shard_count {
         listeners.push(bind_listener(config, port).map_err(|source| bind_error(port, source))?);
@@ -128,7 +144,11 @@ fn watch(process: &ProcessShared, threads: &[std::thread::JoinHandle<()>], termi
             let silent_ns = now_ns.saturating_sub(metrics.heartbeat_ns.load(Ordering::Relaxed));
             let is_stalled = silent_ns > budget_ns;
             if is_stalled && !stalled[idx] {
-                tracing::warn!(shard = idx, silent_ms = silent_ns / 1_000_000, "shard is not turning its event loop");
+                tracing::warn!(
+                    shard = idx,
+                    silent_ms = silent_ns / 1_000_000,
+                    "shard is not turning its event loop"
+                );
             }
             stalled[idx] = is_stalled;
         }

@@ -130,7 +130,9 @@ pub struct Shard {
 impl Shard {
     /// Registers an open connection; the key deregisters it.
     pub fn register_connection(&self, handle: ConnectionHandle) -> usize {
-        self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
         self.connections.borrow_mut().insert(handle)
     }
 
@@ -142,7 +144,9 @@ impl Shard {
     /// Deregisters a closed connection.
     pub fn deregister_connection(&self, key: usize) {
         self.connections.borrow_mut().remove(key);
-        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
         self.connection_closed.notify();
     }
 
@@ -162,7 +166,10 @@ impl Shard {
 
     /// Collects every shard's loop-turn histogram over the mesh, waiting at
     /// most `timeout`. Returns the merge and the shards that did not answer.
-    pub async fn collect_loop_turn_histograms(&self, timeout: Duration) -> (Histogram<u64>, Vec<usize>) {
+    pub async fn collect_loop_turn_histograms(
+        &self,
+        timeout: Duration,
+    ) -> (Histogram<u64>, Vec<usize>) {
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
         let mut missing = Vec::new();
@@ -189,7 +196,11 @@ impl Shard {
             );
             self.mesh_flush.notify();
             let answered_in_time = monoio::time::timeout(timeout, done.wait()).await.is_ok();
-            let scrape = self.scrapes.borrow_mut().remove(&request_id).expect("registered");
+            let scrape = self
+                .scrapes
+                .borrow_mut()
+                .remove(&request_id)
+                .expect("registered");
             let _ = merged.add(&scrape.merged);
             if !answered_in_time {
                 // Which ones are late is not tracked per shard; report the count.
@@ -209,7 +220,10 @@ impl Shard {
                 // A full ring drops the reply; the scrape reports this shard missing.
                 let _ = self.mesh.borrow_mut().send(source_shard, reply);
             }
-            ShardMessage::MetricsReply { request_id, loop_turn } => {
+            ShardMessage::MetricsReply {
+                request_id,
+                loop_turn,
+            } => {
                 let mut scrapes = self.scrapes.borrow_mut();
                 if let Some(scrape) = scrapes.get_mut(&request_id) {
                     let _ = scrape.merged.add(&*loop_turn);
@@ -275,7 +289,10 @@ async fn run_mesh_receiver(shard: Rc<Shard>, doorbell: std::os::unix::net::UnixS
         scratch = returned;
         shard.mesh.borrow().woke_up();
         if result.is_err() {
-            tracing::error!(shard = shard.idx, "doorbell read failed; mesh receiver stops");
+            tracing::error!(
+                shard = shard.idx,
+                "doorbell read failed; mesh receiver stops"
+            );
             return;
         }
     }
@@ -324,7 +341,11 @@ pub fn bind_listener(config: &Config, port: u16) -> std::io::Result<std::net::Tc
     use socket2::{Domain, Protocol, Socket, Type};
     let address: std::net::IpAddr = config.server.listen_address.parse().expect("validated");
     let socket_address = std::net::SocketAddr::new(address, port);
-    let socket = Socket::new(Domain::for_address(socket_address), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(socket_address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     // Every shard binds the same port; the kernel spreads new connections
     // over the shards' listeners by a hash of the 4-tuple.
@@ -437,8 +458,12 @@ pub fn run_shard(start: ShardStart, process: Arc<ProcessShared>) -> std::io::Res
         http_date: RefCell::new(veza_codec::http1::HttpDate::new()),
     });
     match &mut runtime {
-        monoio::FusionRuntime::Uring(runtime) => runtime.block_on(shard_main(shard, start.listener, doorbell)),
-        monoio::FusionRuntime::Legacy(runtime) => runtime.block_on(shard_main(shard, start.listener, doorbell)),
+        monoio::FusionRuntime::Uring(runtime) => {
+            runtime.block_on(shard_main(shard, start.listener, doorbell))
+        }
+        monoio::FusionRuntime::Legacy(runtime) => {
+            runtime.block_on(shard_main(shard, start.listener, doorbell))
+        }
     }
 }
 

@@ -79,7 +79,11 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, buffer: BytesMut, key: usi
         fd,
     ));
     let last_received = Rc::new(Cell::new(quanta::Instant::now()));
-    monoio::spawn(keep_alive(shard.clone(), outbound.clone(), last_received.clone()));
+    monoio::spawn(keep_alive(
+        shard.clone(),
+        outbound.clone(),
+        last_received.clone(),
+    ));
 
     let mut session = Session {
         decoder: MessageDecoder::new(
@@ -134,7 +138,11 @@ async fn write_until_closed(
 
 /// Pings a peer idle for `websocket_ping_interval_ms`; closes it with 4009 if
 /// nothing arrives within `websocket_pong_timeout_ms` after the ping.
-async fn keep_alive(shard: Rc<Shard>, outbound: Rc<Outbound>, last_received: Rc<Cell<quanta::Instant>>) {
+async fn keep_alive(
+    shard: Rc<Shard>,
+    outbound: Rc<Outbound>,
+    last_received: Rc<Cell<quanta::Instant>>,
+) {
     let limits = &shard.process.config.limits;
     let ping_interval = Duration::from_millis(limits.websocket_ping_interval_ms);
     let pong_timeout = Duration::from_millis(limits.websocket_pong_timeout_ms);
@@ -176,7 +184,10 @@ impl Session {
             if self.decode_buffered(&mut buffer) == Flow::Stop {
                 return;
             }
-            let reserve = self.decoder.bytes_needed_hint(&buffer).max(read_buffer_bytes / 4);
+            let reserve = self
+                .decoder
+                .bytes_needed_hint(&buffer)
+                .max(read_buffer_bytes / 4);
             match read_into(reader, &mut buffer, reserve, None, &self.shard.metrics).await {
                 ReadOutcome::Data => last_received.set(quanta::Instant::now()),
                 _ => return,
@@ -207,9 +218,10 @@ impl Session {
             ProtocolError::FrameTooLarge { .. } => {
                 self.shard.metrics.limit_hit(LimitKind::WebsocketFrameBytes)
             }
-            ProtocolError::MessageTooLarge { .. } => {
-                self.shard.metrics.limit_hit(LimitKind::WebsocketMessageBytes)
-            }
+            ProtocolError::MessageTooLarge { .. } => self
+                .shard
+                .metrics
+                .limit_hit(LimitKind::WebsocketMessageBytes),
             _ => {}
         }
         tracing::debug!(shard = self.shard.idx, %error, "websocket protocol error");

@@ -25,15 +25,12 @@ struct ShardReport {
     doorbell_sleeps: u64,
 }
 
-async fn run_shard(
-    mut endpoint: MeshEndpoint<u64>,
-    shared: Arc<MeshShared<u64>>,
-) -> ShardReport {
+async fn run_shard(mut endpoint: MeshEndpoint<u64>, shared: Arc<MeshShared<u64>>) -> ShardReport {
     let me = endpoint.shard_idx();
     let doorbell = shared.doorbell(me).take_reader().unwrap();
     let mut doorbell = monoio::net::UnixStream::from_std(doorbell).unwrap();
     let mut scratch = vec![0u8; 64];
-    let mut sent = vec![0u64; SHARD_COUNT];
+    let mut sent = [0u64; SHARD_COUNT];
     let mut report = ShardReport {
         received_per_source: vec![0; SHARD_COUNT],
         ..ShardReport::default()
@@ -48,7 +45,11 @@ async fn run_shard(
                 match endpoint.send(destination, encode(me, sent[destination])) {
                     Ok(()) => sent[destination] += 1,
                     Err(full) => {
-                        assert_eq!(full.message, encode(me, sent[destination]), "the refused message comes back");
+                        assert_eq!(
+                            full.message,
+                            encode(me, sent[destination]),
+                            "the refused message comes back"
+                        );
                         report.full_events += 1;
                         blocked_by_full_ring = true;
                         break;
@@ -59,8 +60,16 @@ async fn run_shard(
         endpoint.flush();
         let received = &mut report.received_per_source;
         let handled = endpoint.drain(256, |source, message| {
-            assert_eq!(message >> 48, source as u64, "message from the ring of its sender");
-            assert_eq!(message & 0xFFFF_FFFF_FFFF, received[source], "in order per pair, none lost");
+            assert_eq!(
+                message >> 48,
+                source as u64,
+                "message from the ring of its sender"
+            );
+            assert_eq!(
+                message & 0xFFFF_FFFF_FFFF,
+                received[source],
+                "in order per pair, none lost"
+            );
             received[source] += 1;
         });
         let all_sent = sent.iter().all(|&count| count == MESSAGES_PER_PAIR);
@@ -109,20 +118,32 @@ fn stress(force_legacy: bool) {
         .collect();
     let reports: Vec<ShardReport> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     for report in &reports {
-        assert!(report.received_per_source.iter().all(|&n| n == MESSAGES_PER_PAIR));
+        assert!(report
+            .received_per_source
+            .iter()
+            .all(|&n| n == MESSAGES_PER_PAIR));
     }
     let mut full_total = 0;
     for from in 0..SHARD_COUNT {
         for to in (0..SHARD_COUNT).filter(|&to| to != from) {
             let counters = shared.ring_counters(from, to);
-            assert_eq!(counters.sent_total.load(Ordering::Relaxed), MESSAGES_PER_PAIR);
+            assert_eq!(
+                counters.sent_total.load(Ordering::Relaxed),
+                MESSAGES_PER_PAIR
+            );
             assert_eq!(shared.ring_depth(from, to), 0, "every ring drained");
             full_total += counters.full_total.load(Ordering::Relaxed);
         }
     }
     let full_events: u64 = reports.iter().map(|r| r.full_events).sum();
-    assert_eq!(full_total, full_events, "every full-ring refusal is counted");
-    assert!(full_events > 0, "rings this small must fill up during the run");
+    assert_eq!(
+        full_total, full_events,
+        "every full-ring refusal is counted"
+    );
+    assert!(
+        full_events > 0,
+        "rings this small must fill up during the run"
+    );
 }
 
 #[test]
