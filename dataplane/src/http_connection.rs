@@ -242,7 +242,11 @@ impl HttpConnection {
             self.head_started = (!self.buffer.is_empty()).then(quanta::Instant::now);
             let keep_alive = head.keep_alive && !self.shard.shutdown.is_set();
             match route(&self.shard, &head, body).await {
-                Routed::Response(response) => {
+                Routed::Response(mut response) => {
+                    if keep_alive && head.version_minor == 0 {
+                        // HTTP/1.0 closes by default; say that this one stays open.
+                        response.extra_headers.push(("Connection", "keep-alive".into()));
+                    }
                     self.write_response(&response, keep_alive, head.is_head());
                     if !keep_alive {
                         return Ok(false);
