@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use veza_codec::http1::RequestHead;
-use veza_codec::websocket::handshake::{validate_upgrade, Accepted, HandshakeError};
+use veza_codec::websocket::handshake::{validate_upgrade, Accepted};
 use veza_proto::error_body::ErrorBody;
 
 use crate::metrics::{render_prometheus, RingReport};
@@ -158,16 +158,10 @@ fn upgrade(head: &RequestHead) -> Routed {
     match validate_upgrade(head, ECHO_SUBPROTOCOLS) {
         Ok(accepted) => Routed::Upgrade(accepted),
         Err(error) => {
-            let response = Response::error(error.status(), error.error_name(), error.detail());
-            let response = match error {
-                HandshakeError::UnsupportedVersion => {
-                    response.with_header("Sec-WebSocket-Version", "13")
-                }
-                HandshakeError::MissingUpgradeHeader | HandshakeError::MissingConnectionUpgrade => {
-                    response.with_header("Upgrade", "websocket")
-                }
-                _ => response,
-            };
+            let mut response = Response::error(error.status(), error.error_name(), error.detail());
+            for (name, value) in error.response_headers() {
+                response = response.with_header(name, *value);
+            }
             Routed::Response(response)
         }
     }
