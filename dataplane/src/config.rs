@@ -6,10 +6,10 @@
 //! shard starts; an invalid one is reported with its key (`limits.idle_timeout_ms`)
 //! and the reason, and the process exits with code 2.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use veza_codec::config_layers;
 
 /// Why a configuration was refused. Always names the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,22 +22,9 @@ pub enum ConfigError {
         /// The I/O error.
         reason: String,
     },
-    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
-    #[error("invalid config file {path}: {reason}")]
-    Malformed {
-        /// The path given with `--config`.
-        path: String,
-        /// The parser's message, which names the key.
-        reason: String,
-    },
-    /// A key has a value outside its allowed range.
-    #[error("invalid value for {key}: {reason}")]
-    InvalidValue {
-        /// `section.key`.
-        key: String,
-        /// Why the value was refused.
-        reason: String,
-    },
+    /// The file or a variable holds a malformed or out-of-range value.
+    #[error(transparent)]
+    Layer(#[from] config_layers::LayerError),
 }
 
 /// The whole configuration.
@@ -204,27 +191,30 @@ pub struct DebugConfig {
     pub endpoints_enabled: bool,
 }
 
-/// Environment variable prefix.
-pub const ENV_PREFIX: &str = "VEZA_";
-
 impl Config {
     /// Loads defaults, then `path` if given, then `VEZA_*` variables from `env`, then validates.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table = match path {
-            Some(path) => read_file_table(path)?,
-            None => toml::Table::new(),
-        };
-        apply_env(&mut table, env)?;
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|error: toml::de::Error| ConfigError::Malformed {
-                    path: path.map_or("(environment)".into(), |p| p.display().to_string()),
-                    reason: error.message().to_string(),
-                })?;
+        let text =
+            match path {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|error| {
+                    ConfigError::Unreadable {
+                        path: path.display().to_string(),
+                        reason: error.to_string(),
+                    }
+                })?),
+                None => None,
+            };
+        let path_name = path
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
+        let document = text.as_deref().map(|text| (path_name.as_str(), text));
+        let (config, warnings) = config_layers::load::<Config>(document, env)?;
+        for warning in warnings {
+            eprintln!("warning: {warning}");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -336,118 +326,7 @@ impl Config {
 }
 
 fn invalid(key: &str, reason: &str) -> ConfigError {
-    ConfigError::InvalidValue {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
-fn read_file_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
-        path: path.display().to_string(),
-        reason: error.to_string(),
-    })?;
-    let table: toml::Table =
-        text.parse()
-            .map_err(|error: toml::de::Error| ConfigError::Malformed {
-                path: path.display().to_string(),
-                reason: error.to_string(),
-            })?;
-    // Deserialising the text reports unknown keys and wrong types with the
-    // key, line and column.
-    toml::from_str::<Config>(&text).map_err(|error| ConfigError::Malformed {
-        path: path.display().to_string(),
-        reason: error.to_string(),
-    })?;
-    Ok(table)
-}
-
-/// Every `section.key` with its default value, so that environment variables
-/// are matched against known keys only (names with underscores stay unambiguous).
-fn known_keys() -> BTreeMap<(String, String), toml::Value> {
-    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialise");
-    let mut keys = BTreeMap::new();
-    if let toml::Value::Table(sections) = defaults {
-        for (section, value) in sections {
-            if let toml::Value::Table(fields) = value {
-                for (key, default) in fields {
-                    keys.insert((section.clone(), key), default);
-                }
-            }
-        }
-    }
-    keys
-}
-
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    let keys = known_keys();
-    let by_env_name: BTreeMap<String, (&String, &String, &toml::Value)> = keys
-        .iter()
-        .map(|((section, key), default)| {
-            let name = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
-            (name, (section, key, default))
-        })
-        .collect();
-    for (name, raw) in env {
-        let Some((section, key, default)) = by_env_name.get(&name) else {
-            if name.starts_with(ENV_PREFIX) {
-                // Not an error: other Veza tools share the prefix.
-                eprintln!("warning: ignoring unknown environment variable {name}");
-            }
-            continue;
-        };
-        let full_key = format!("{section}.{key}");
-        let value = parse_env_value(default, &raw).map_err(|reason| ConfigError::InvalidValue {
-            key: full_key,
-            reason: format!("{name}={raw:?}: {reason}"),
-        })?;
-        check_value_type(section, key, &value).map_err(|reason| ConfigError::InvalidValue {
-            key: format!("{section}.{key}"),
-            reason: format!("{name}={raw:?}: {reason}"),
-        })?;
-        let section_table = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match section_table {
-            toml::Value::Table(fields) => {
-                fields.insert(key.to_string(), value);
-            }
-            _ => return Err(invalid(section, "must be a table")),
-        }
-    }
-    Ok(())
-}
-
-/// Deserialises a configuration holding only `section.key = value`, so that
-/// a value of the wrong type or range is reported against its own key.
-fn check_value_type(section: &str, key: &str, value: &toml::Value) -> Result<(), String> {
-    let mut fields = toml::Table::new();
-    fields.insert(key.to_string(), value.clone());
-    let mut root = toml::Table::new();
-    root.insert(section.to_string(), toml::Value::Table(fields));
-    toml::Value::Table(root)
-        .try_into::<Config>()
-        .map(|_| ())
-        .map_err(|error| error.message().to_string())
-}
-
-fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
-    match default {
-        toml::Value::Integer(_) => raw
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| "expected an integer".to_string()),
-        toml::Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
-            "0" | "false" | "no" | "off" => Ok(toml::Value::Boolean(false)),
-            _ => Err("expected true or false".to_string()),
-        },
-        _ => Ok(toml::Value::String(raw.to_string())),
-    }
+    config_layers::invalid(key, reason).into()
 }
 
 #[cfg(test)]
@@ -537,7 +416,7 @@ mod tests {
             "deploy/veza-dataplane.toml must document the defaults"
         );
         let text = std::fs::read_to_string(&path).unwrap();
-        for ((section, key), _) in known_keys() {
+        for ((section, key), _) in config_layers::known_keys::<Config>() {
             assert!(
                 text.contains(&format!("\n{key} = ")),
                 "{section}.{key} is not documented"
