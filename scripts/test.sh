@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: formatting, lints, unit, property,
-# integration (every server test on io_uring and on epoll) and benchmark
-# smoke tests.
+# integration (data plane tests on io_uring and on epoll; control plane tests
+# on SQLite and on a throw-away PostgreSQL) and benchmark smoke tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --release -p veza-dataplane -p veza-bench
+cargo build --locked --release -p veza-dataplane -p veza-controlplane -p veza-bench
+
+postgres_dir=$(mktemp -d /tmp/veza-postgres.XXXXXX)
+trap 'bash scripts/postgres-test-server.sh stop "$postgres_dir"; rm -rf "$postgres_dir"' EXIT
+VEZA_TEST_POSTGRES_URL=$(bash scripts/postgres-test-server.sh start "$postgres_dir")
+export VEZA_TEST_POSTGRES_URL
+
 cargo test --locked --workspace

@@ -1,0 +1,93 @@
+//! The REST API: every area's routes merged into one router, with the
+//! OpenAPI 3.1 document generated from the same route declarations (so the
+//! document cannot drift from the implementation), request ids, a body limit
+//! and a JSON 404/405.
+
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The JSON body of every error, for the OpenAPI document.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct ErrorResponse {
+    /// Stable machine-readable name.
+    pub error: String,
+    /// Human-readable sentence.
+    pub detail: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Veza control plane", version = "1", description = "Accounts, tokens, rooms, permissions, messages and configuration."),
+    components(schemas(ErrorResponse)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole OpenAPI document and the router that implements it.
+pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::ops::router())
+        .merge(crate::accounts::router())
+        .merge(crate::rooms::router())
+        .merge(crate::control_server::router())
+        .split_for_parts()
+}
+
+/// The REST application.
+pub fn app(state: AppState) -> Router {
+    let (router, document) = router_and_document();
+    let document = std::sync::Arc::new(document);
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count,
+        ))
+        .layer(RequestBodyLimitLayer::new(
+            state.config.server.request_body_bytes_max,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
