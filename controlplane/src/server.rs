@@ -47,7 +47,7 @@ pub async fn serve(
         stop_receiver.clone(),
     ));
     let app = crate::api::app(state);
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_sender.send(true);
