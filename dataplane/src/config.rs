@@ -123,6 +123,13 @@ pub struct LimitsConfig {
     pub websocket_ping_interval_ms: u64,
     /// Time a pinged peer has to send anything before it is closed with 4009.
     pub websocket_pong_timeout_ms: u64,
+    /// After the server decides to close (an error, `Connection: close`, a
+    /// close frame), how long it keeps reading and discarding what the peer
+    /// still sends, so that the peer reads the answer before the socket is
+    /// reset (nginx's lingering close).
+    pub lingering_close_ms: u64,
+    /// Most bytes discarded during a lingering close.
+    pub lingering_close_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +148,8 @@ impl Default for LimitsConfig {
             send_queue_bytes_max: 4_194_304,
             websocket_ping_interval_ms: 30_000,
             websocket_pong_timeout_ms: 10_000,
+            lingering_close_ms: 2_000,
+            lingering_close_bytes_max: 1_048_576,
         }
     }
 }

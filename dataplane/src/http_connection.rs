@@ -3,6 +3,7 @@
 //! and hands the socket to the WebSocket session on an upgrade.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -101,7 +102,11 @@ struct HttpConnection {
 
 /// What the HTTP phase ended with.
 enum HttpOutcome {
-    Closed,
+    /// The peer closed, the socket failed or a deadline passed.
+    Ended,
+    /// The server answered and closes: linger so the peer reads the answer.
+    ClosedByServer,
+    /// Switch to WebSocket.
     Upgrade,
 }
 
@@ -122,29 +127,42 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _peer: SocketAddr, key: 
         limits,
         head_started: None,
     };
-    if let HttpOutcome::Upgrade = connection.run().await {
-        let HttpConnection { stream, buffer, .. } = connection;
-        crate::websocket_session::run(shard.clone(), stream, buffer, key).await;
+    match connection.run().await {
+        HttpOutcome::Upgrade => {
+            let HttpConnection { stream, buffer, .. } = connection;
+            crate::websocket_session::run(shard.clone(), stream, buffer, key).await;
+        }
+        HttpOutcome::ClosedByServer => {
+            let fd = connection.stream.as_raw_fd();
+            linger_close(&mut connection.stream, fd, &shard).await;
+        }
+        HttpOutcome::Ended => {}
     }
     shard.deregister_connection(key);
 }
 
 impl HttpConnection {
     async fn run(&mut self) -> HttpOutcome {
+        // The first request gets the head deadline from the moment of accept,
+        // so a connection that never sends a byte is closed as early as a
+        // slow one (nginx's client_header_timeout).
+        self.head_started = Some(quanta::Instant::now());
         loop {
-            match self.answer_buffered_requests().await {
-                Ok(true) => {}
-                Ok(false) => return HttpOutcome::Closed,
+            let keep_reading = match self.answer_buffered_requests().await {
+                Ok(keep_reading) => keep_reading,
                 Err(upgrade) => return upgrade,
-            }
+            };
             if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
-                return HttpOutcome::Closed;
+                return HttpOutcome::Ended;
+            }
+            if !keep_reading {
+                return HttpOutcome::ClosedByServer;
             }
             if self.shard.shutdown.is_set() && self.buffer.is_empty() {
-                return HttpOutcome::Closed;
+                return HttpOutcome::Ended;
             }
             if !self.read_more().await {
-                return HttpOutcome::Closed;
+                return HttpOutcome::Ended;
             }
         }
     }
@@ -243,9 +261,12 @@ impl HttpConnection {
             let keep_alive = head.keep_alive && !self.shard.shutdown.is_set();
             match route(&self.shard, &head, body).await {
                 Routed::Response(mut response) => {
+                    let keep_alive = keep_alive && !response.close_connection;
                     if keep_alive && head.version_minor == 0 {
                         // HTTP/1.0 closes by default; say that this one stays open.
-                        response.extra_headers.push(("Connection", "keep-alive".into()));
+                        response
+                            .extra_headers
+                            .push(("Connection", "keep-alive".into()));
                     }
                     self.write_response(&response, keep_alive, head.is_head());
                     if !keep_alive {
@@ -326,6 +347,43 @@ impl HttpConnection {
         drop(date);
         if !is_head {
             self.out.extend_from_slice(&response.body);
+        }
+    }
+}
+
+/// Closes a connection the server chose to close without resetting it: shuts
+/// down the write side (the peer sees the end of our answer), then reads and
+/// discards what the peer still sends for at most `limits.lingering_close_ms`
+/// and `limits.lingering_close_bytes_max`. Closing with unread bytes in the
+/// receive buffer would send a RST, which can destroy our answer before the
+/// peer reads it.
+pub async fn linger_close<R: AsyncReadRent>(reader: &mut R, fd: std::os::fd::RawFd, shard: &Shard) {
+    let limits = &shard.process.config.limits;
+    if limits.lingering_close_ms == 0 {
+        return;
+    }
+    // SAFETY: `reader` keeps the socket open; SHUT_WR only sends our FIN.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    let deadline = quanta::Instant::now() + Duration::from_millis(limits.lingering_close_ms);
+    let mut discarded_bytes = 0;
+    let mut scratch = BytesMut::with_capacity(16 * 1024);
+    while discarded_bytes < limits.lingering_close_bytes_max {
+        let remaining = deadline.saturating_duration_since(quanta::Instant::now());
+        if remaining.is_zero() {
+            return;
+        }
+        scratch.clear();
+        match read_into(
+            reader,
+            &mut scratch,
+            16 * 1024,
+            Some(remaining),
+            &shard.metrics,
+        )
+        .await
+        {
+            ReadOutcome::Data => discarded_bytes += scratch.len(),
+            _ => return,
         }
     }
 }

@@ -17,3 +17,4 @@ pub mod send_queue;
 pub mod server;
 pub mod shard;
 pub mod websocket_session;
+pub mod preflight;

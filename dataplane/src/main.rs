@@ -15,11 +15,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: veza-dataplane [--config PATH]\n\
 Every key of the TOML file can be overridden with VEZA_<SECTION>_<KEY>, for example VEZA_SERVER_LISTEN_PORT=9000.\n\
---print-config prints the effective configuration and exits.";
+--print-config prints the effective configuration and exits.\n\
+--preflight checks the machine against the configuration (io_uring, limits, somaxconn, CPUs) and exits.";
 
 fn main() -> ExitCode {
     let mut config_path: Option<PathBuf> = None;
     let mut print_config = false;
+    let mut preflight = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
                 None => return usage_error("--config needs a path"),
             },
             "--print-config" => print_config = true,
+            "--preflight" => preflight = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -50,7 +53,23 @@ fn main() -> ExitCode {
         print!("{}", toml::to_string(&config).expect("config serialises"));
         return ExitCode::SUCCESS;
     }
+    let checks = veza_dataplane::preflight::evaluate(
+        &config,
+        &veza_dataplane::preflight::MachineFacts::read(),
+    );
+    if preflight {
+        veza_dataplane::preflight::print_checks(&checks);
+        let failed = checks
+            .iter()
+            .any(|check| check.verdict == veza_dataplane::preflight::Verdict::Fail);
+        return if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     init_logging(&config);
+    veza_dataplane::preflight::log_checks(&checks);
     let terminate = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(error) = signal_hook::flag::register(signal, terminate.clone()) {

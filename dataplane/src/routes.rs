@@ -38,6 +38,8 @@ pub struct Response {
     pub body: Bytes,
     /// More headers.
     pub extra_headers: Vec<(&'static str, String)>,
+    /// Close the connection after this response.
+    pub close_connection: bool,
 }
 
 impl Response {
@@ -47,6 +49,7 @@ impl Response {
             content_type: "application/json",
             body: body.into(),
             extra_headers: Vec::new(),
+            close_connection: false,
         }
     }
 
@@ -96,6 +99,7 @@ pub async fn route(shard: &Shard, head: &RequestHead, body: Bytes) -> Routed {
                 content_type: "application/octet-stream",
                 body,
                 extra_headers: Vec::new(),
+                close_connection: false,
             }),
             _ => method_not_allowed("GET, POST"),
         },
@@ -151,6 +155,7 @@ async fn metrics(shard: &Shard) -> Response {
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: Bytes::from(text),
         extra_headers: Vec::new(),
+        close_connection: false,
     }
 }
 
@@ -162,6 +167,9 @@ fn upgrade(head: &RequestHead) -> Routed {
             for (name, value) in error.response_headers() {
                 response = response.with_header(name, *value);
             }
+            // A failed upgrade leaves the client unsure what the connection
+            // is; start afresh.
+            response.close_connection = true;
             Routed::Response(response)
         }
     }

@@ -43,6 +43,16 @@ pub fn close_outbound(outbound: &Outbound, code: u16, reason: &str) -> bool {
     )
 }
 
+/// How the read loop ended.
+#[derive(PartialEq, Eq)]
+enum SessionEnd {
+    /// The peer closed the socket, the read failed, or the peer's close frame
+    /// arrived: nothing more is coming.
+    PeerDone,
+    /// The server closed (protocol error, overflow) while the peer may still send.
+    ServerClosed,
+}
+
 /// Whether the read loop goes on.
 #[derive(PartialEq, Eq)]
 enum Flow {
@@ -98,15 +108,20 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, buffer: BytesMut, key: usi
         headers: BytesMut::with_capacity(1024),
         close_received: false,
     };
-    session.read_loop(&mut reader, buffer, &last_received).await;
+    let ended = session.read_loop(&mut reader, buffer, &last_received).await;
 
     session_ended.notify();
     outbound.finish();
-    if !wait_writer_stopped(&outbound, CLOSE_HANDSHAKE_TIMEOUT).await {
+    let writer_drained = wait_writer_stopped(&outbound, CLOSE_HANDSHAKE_TIMEOUT).await;
+    if !writer_drained {
         // The peer stopped reading: the writer is stuck in a write. The write
         // half is still owned by the writer task, so the fd is still ours.
         // SAFETY: shutting down an open socket we own.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    } else if ended == SessionEnd::ServerClosed {
+        // The peer may still be sending (say the rest of an oversize frame):
+        // let it read our close frame before the socket goes.
+        crate::http_connection::linger_close(&mut reader, fd, &shard).await;
     }
     let _writer = writer_task.await;
     drop(reader);
@@ -178,11 +193,15 @@ impl Session {
         reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
         mut buffer: BytesMut,
         last_received: &Cell<quanta::Instant>,
-    ) {
+    ) -> SessionEnd {
         let read_buffer_bytes = self.shard.process.config.limits.read_buffer_bytes;
         loop {
             if self.decode_buffered(&mut buffer) == Flow::Stop {
-                return;
+                return if self.close_received {
+                    SessionEnd::PeerDone
+                } else {
+                    SessionEnd::ServerClosed
+                };
             }
             let reserve = self
                 .decoder
@@ -190,7 +209,7 @@ impl Session {
                 .max(read_buffer_bytes / 4);
             match read_into(reader, &mut buffer, reserve, None, &self.shard.metrics).await {
                 ReadOutcome::Data => last_received.set(quanta::Instant::now()),
-                _ => return,
+                _ => return SessionEnd::PeerDone,
             }
         }
     }

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use support::raw_websocket::{client_frame, opcode, RawWebSocket};
-use support::websocket::{connect, connect_offering, expect_end, next_data_message, next_message, send};
+use support::websocket::{
+    connect, connect_offering, expect_end, next_data_message, next_message, send,
+};
 use support::{block_on, eventually, for_each_driver, within, TestServer};
 
 /// Payload lengths at each boundary of the frame length encoding (7-bit,
@@ -25,7 +27,9 @@ const PAYLOAD_LENGTHS: [usize; 7] = [0, 1, 125, 126, 65_535, 65_536, 1_000_000];
 /// ASCII text of exactly `length` bytes, varied so that a shifted or
 /// truncated echo cannot compare equal.
 fn text_of_length(length: usize) -> String {
-    (0..length).map(|index| char::from(b'a' + (index % 26) as u8)).collect()
+    (0..length)
+        .map(|index| char::from(b'a' + (index % 26) as u8))
+        .collect()
 }
 
 /// Bytes of exactly `length`, covering every byte value.
@@ -43,7 +47,9 @@ fn text_messages_come_back_unchanged_at_every_length_encoding_boundary() {
                 let text = text_of_length(length);
                 send(&mut client, Message::text(text.clone())).await;
                 match next_data_message(&mut client).await {
-                    Message::Text(echo) => assert!(echo.as_str() == text, "text of {length} bytes changed"),
+                    Message::Text(echo) => {
+                        assert!(echo.as_str() == text, "text of {length} bytes changed")
+                    }
                     other => panic!("text of {length} bytes came back as {other:?}"),
                 }
             }
@@ -61,7 +67,9 @@ fn binary_messages_come_back_unchanged_at_every_length_encoding_boundary() {
                 let payload = bytes_of_length(length);
                 send(&mut client, Message::binary(payload.clone())).await;
                 match next_data_message(&mut client).await {
-                    Message::Binary(echo) => assert!(echo == payload, "binary of {length} bytes changed"),
+                    Message::Binary(echo) => {
+                        assert!(echo == payload, "binary of {length} bytes changed")
+                    }
                     other => panic!("binary of {length} bytes came back as {other:?}"),
                 }
             }
@@ -114,9 +122,17 @@ fn fragmented_binary_with_a_ping_between_fragments_is_reassembled_and_the_ping_a
         block_on(async {
             let mut client = connect(&server.ws_url("/v1/echo")).await;
             let frames = [
-                Message::Frame(Frame::message(vec![1, 2, 3], OpCode::Data(Data::Binary), false)),
+                Message::Frame(Frame::message(
+                    vec![1, 2, 3],
+                    OpCode::Data(Data::Binary),
+                    false,
+                )),
                 Message::Ping(Bytes::from_static(b"between fragments")),
-                Message::Frame(Frame::message(vec![4, 5], OpCode::Data(Data::Continue), false)),
+                Message::Frame(Frame::message(
+                    vec![4, 5],
+                    OpCode::Data(Data::Continue),
+                    false,
+                )),
                 Message::Frame(Frame::message(vec![6], OpCode::Data(Data::Continue), true)),
             ];
             for frame in frames {
@@ -124,7 +140,10 @@ fn fragmented_binary_with_a_ping_between_fragments_is_reassembled_and_the_ping_a
             }
             // A control frame may be answered before the message it
             // interrupted is complete, so both orders are correct.
-            let mut replies = vec![next_message(&mut client).await, next_message(&mut client).await];
+            let mut replies = vec![
+                next_message(&mut client).await,
+                next_message(&mut client).await,
+            ];
             replies.sort_by_key(|message| !message.is_pong());
             assert_eq!(
                 replies,
@@ -184,11 +203,18 @@ fn subprotocol_veza_echo_is_chosen_from_the_offered_list() {
     for_each_driver(|driver| {
         let server = TestServer::start(driver, &[]);
         block_on(async {
-            let (mut client, response) = connect_offering(&server.ws_url("/v1/echo"), "foo, veza.echo").await;
+            let (mut client, response) =
+                connect_offering(&server.ws_url("/v1/echo"), "foo, veza.echo").await;
             let chosen = response.headers().get("sec-websocket-protocol");
-            assert_eq!(chosen.map(|value| value.to_str().unwrap()), Some("veza.echo"));
+            assert_eq!(
+                chosen.map(|value| value.to_str().unwrap()),
+                Some("veza.echo")
+            );
             send(&mut client, Message::text("negotiated")).await;
-            assert_eq!(next_data_message(&mut client).await, Message::text("negotiated"));
+            assert_eq!(
+                next_data_message(&mut client).await,
+                Message::text("negotiated")
+            );
         });
     });
 }
@@ -200,7 +226,8 @@ fn unsupported_subprotocol_offer_still_upgrades_without_choosing_one() {
     // choose none.
     for_each_driver(|driver| {
         let server = TestServer::start(driver, &[]);
-        let (mut socket, response) = RawWebSocket::handshake(server.addr(), &[("Sec-WebSocket-Protocol", "foo")]);
+        let (mut socket, response) =
+            RawWebSocket::handshake(server.addr(), &[("Sec-WebSocket-Protocol", "foo")]);
         assert_eq!(response.header("sec-websocket-protocol"), None);
         socket.assert_echoes(b"no subprotocol");
     });
@@ -212,8 +239,16 @@ fn upgrade_without_a_subprotocol_offer_gets_no_protocol_header() {
         let server = TestServer::start(driver, &[]);
         let (mut socket, response) = RawWebSocket::handshake(server.addr(), &[]);
         assert_eq!(response.header("sec-websocket-protocol"), None);
-        assert!(response.header_has_token("upgrade", "websocket"), "{:?}", response.headers);
-        assert!(response.header_has_token("connection", "upgrade"), "{:?}", response.headers);
+        assert!(
+            response.header_has_token("upgrade", "websocket"),
+            "{:?}",
+            response.headers
+        );
+        assert!(
+            response.header_has_token("connection", "upgrade"),
+            "{:?}",
+            response.headers
+        );
         socket.assert_echoes(b"plain");
     });
 }
@@ -241,7 +276,10 @@ fn two_hundred_messages_sent_without_waiting_come_back_in_order() {
             within("flushing", client.flush()).await.expect("flush");
             for (index, expected) in messages.iter().enumerate() {
                 let echo = next_data_message(&mut client).await;
-                assert!(&echo == expected, "message {index} came back out of order or changed");
+                assert!(
+                    &echo == expected,
+                    "message {index} came back out of order or changed"
+                );
             }
         });
     });
@@ -276,7 +314,9 @@ fn two_hundred_concurrent_connections_across_both_shards_all_echo() {
                 })
                 .collect();
             for task in tasks {
-                within("a client task", task).await.expect("a client task panicked");
+                within("a client task", task)
+                    .await
+                    .expect("a client task panicked");
             }
         });
         let after = server.metrics();
@@ -291,10 +331,16 @@ fn two_hundred_concurrent_connections_across_both_shards_all_echo() {
             );
         }
         let open_before = baseline.sum("veza_connections_open", &[]);
-        eventually(Duration::from_secs(5), "open connections return to the baseline", || {
-            let open = server.metrics().sum("veza_connections_open", &[]);
-            (open <= open_before).then_some(()).ok_or(format!("{open} open, {open_before} before"))
-        });
+        eventually(
+            Duration::from_secs(5),
+            "open connections return to the baseline",
+            || {
+                let open = server.metrics().sum("veza_connections_open", &[]);
+                (open <= open_before)
+                    .then_some(())
+                    .ok_or(format!("{open} open, {open_before} before"))
+            },
+        );
     });
 }
 
@@ -306,7 +352,10 @@ fn raw_client_sees_echoes_as_unmasked_final_frames_of_the_same_opcode() {
         let mut socket = RawWebSocket::connect(server.addr());
         socket.send(&client_frame(opcode::TEXT, true, b"wire"));
         let frame = socket.expect_frame();
-        assert_eq!((frame.fin, frame.rsv_bits, frame.opcode), (true, 0, opcode::TEXT));
+        assert_eq!(
+            (frame.fin, frame.rsv_bits, frame.opcode),
+            (true, 0, opcode::TEXT)
+        );
         assert_eq!(frame.payload, b"wire");
     });
 }

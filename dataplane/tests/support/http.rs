@@ -49,9 +49,8 @@ impl Response {
 
     /// The body parsed as JSON; fails the test if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("body is not JSON ({error}): {:?}", self.body_text())
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {:?}", self.body_text()))
     }
 
     /// Asserts that this is the JSON error `name` with `status`, the shape of
@@ -69,10 +68,16 @@ impl Response {
             "error {name} must be JSON, got content-type {content_type:?}"
         );
         let body: ErrorBody = serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("error body is not {{error, detail}} ({error}): {:?}", self.body_text())
+            panic!(
+                "error body is not {{error, detail}} ({error}): {:?}",
+                self.body_text()
+            )
         });
         assert_eq!(body.error, name, "stable error name");
-        assert!(!body.detail.trim().is_empty(), "detail must explain the error");
+        assert!(
+            !body.detail.trim().is_empty(),
+            "detail must explain the error"
+        );
     }
 
     /// Asserts that the response announces that the server closes the
@@ -98,7 +103,8 @@ pub struct HttpConnection {
 impl HttpConnection {
     /// Connects to `addr`; fails the test if that takes over [`IO_TIMEOUT`].
     pub fn open(addr: SocketAddr) -> Self {
-        Self::try_open(addr, IO_TIMEOUT).unwrap_or_else(|error| panic!("connect to {addr}: {error}"))
+        Self::try_open(addr, IO_TIMEOUT)
+            .unwrap_or_else(|error| panic!("connect to {addr}: {error}"))
     }
 
     /// Connects to `addr` with `timeout` for the connect and for every I/O.
@@ -111,6 +117,32 @@ impl HttpConnection {
             stream,
             buffer: Vec::new(),
         })
+    }
+
+    /// Connects to `addr` with a receive buffer of about `receive_buffer_bytes`
+    /// (set before connecting, so the advertised window stays small): a
+    /// client that reads slowly, or not at all.
+    pub fn open_with_receive_buffer(addr: SocketAddr, receive_buffer_bytes: usize) -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("create a socket");
+        socket
+            .set_recv_buffer_size(receive_buffer_bytes)
+            .expect("set SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), IO_TIMEOUT)
+            .unwrap_or_else(|error| panic!("connect to {addr}: {error}"));
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set a read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("set a write timeout");
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        Self {
+            stream,
+            buffer: Vec::new(),
+        }
     }
 
     /// The socket, for tests that need to clone it or set options.
@@ -170,7 +202,10 @@ impl HttpConnection {
         if response.header_has_token("transfer-encoding", "chunked") {
             response.body = self.read_chunked_body()?;
         } else if let Some(length) = response.header("content-length") {
-            let length: usize = length.trim().parse().map_err(|_| invalid("bad Content-Length"))?;
+            let length: usize = length
+                .trim()
+                .parse()
+                .map_err(|_| invalid("bad Content-Length"))?;
             response.body = self.read_exact_bytes(length)?;
         } else {
             response.body = self.read_to_end()?;
@@ -183,7 +218,11 @@ impl HttpConnection {
     /// happened instead (more bytes arrived, or nothing did).
     pub fn closed_by_server(&mut self, limit: Duration) -> Result<Duration, String> {
         if !self.buffer.is_empty() {
-            return Err(format!("{} unread bytes: {:?}", self.buffer.len(), self.buffered_text()));
+            return Err(format!(
+                "{} unread bytes: {:?}",
+                self.buffer.len(),
+                self.buffered_text()
+            ));
         }
         let started = Instant::now();
         let outcome = wait_for_end_of_stream(&mut self.stream, limit);
@@ -232,7 +271,9 @@ impl HttpConnection {
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or("");
         if !version.starts_with("HTTP/1.") {
-            return Err(invalid(&format!("not an HTTP/1 status line: {status_line:?}")));
+            return Err(invalid(&format!(
+                "not an HTTP/1 status line: {status_line:?}"
+            )));
         }
         let status = parts
             .next()
@@ -320,13 +361,18 @@ pub fn wait_for_end_of_stream(stream: &mut TcpStream, limit: Duration) -> Result
 pub fn is_reset(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
 /// Whether `error` is a socket timeout.
 pub fn is_timeout(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// `GET path` on a new connection; fails the test on any I/O error.
@@ -358,7 +404,9 @@ pub fn post_request(path: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 fn invalid(message: &str) -> io::Error {

@@ -31,7 +31,12 @@ impl Metrics {
     /// answers 200 with parseable text.
     pub fn fetch(addr: SocketAddr) -> Self {
         let response = http::get(addr, "/metrics");
-        assert_eq!(response.status, 200, "GET /metrics: {}", response.body_text());
+        assert_eq!(
+            response.status,
+            200,
+            "GET /metrics: {}",
+            response.body_text()
+        );
         Self::parse(&response.body_text())
     }
 
@@ -41,7 +46,9 @@ impl Metrics {
             .lines()
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("malformed sample line {line:?}")))
+            .map(|line| {
+                parse_sample(line).unwrap_or_else(|| panic!("malformed sample line {line:?}"))
+            })
             .collect();
         Self {
             text: text.to_owned(),

@@ -79,20 +79,39 @@ pub fn for_each_driver(mut test: impl FnMut(Driver)) {
     }
 }
 
-/// Runs an async test body on a two-worker tokio runtime and fails the test
-/// if the body takes longer than [`TEST_BODY_TIMEOUT`].
+/// A two-worker tokio runtime for async test bodies. Tests that alternate
+/// async steps with blocking ones (signals, raw sockets) keep one runtime,
+/// because tokio sockets belong to the runtime that opened them.
+pub struct TestRuntime {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TestRuntime {
+    /// A new runtime.
+    pub fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime builds");
+        Self { runtime }
+    }
+
+    /// Runs `future` to completion; fails the test if it takes longer than
+    /// [`TEST_BODY_TIMEOUT`].
+    pub fn run<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(async {
+            match tokio::time::timeout(TEST_BODY_TIMEOUT, future).await {
+                Ok(output) => output,
+                Err(_) => panic!("test body did not finish within {TEST_BODY_TIMEOUT:?}"),
+            }
+        })
+    }
+}
+
+/// Runs one async test body on a fresh [`TestRuntime`].
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime builds");
-    runtime.block_on(async {
-        match tokio::time::timeout(TEST_BODY_TIMEOUT, future).await {
-            Ok(output) => output,
-            Err(_) => panic!("test body did not finish within {TEST_BODY_TIMEOUT:?}"),
-        }
-    })
+    TestRuntime::new().run(future)
 }
 
 /// Awaits `future` for at most [`STEP_TIMEOUT`], failing the test with `what`.
@@ -110,7 +129,11 @@ pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F:
 
 /// Polls `check` every 20 ms until it returns `Ok` or `limit` passes, then
 /// fails the test with `what` and the last reason `check` gave.
-pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         match check() {
@@ -130,7 +153,10 @@ pub fn free_loopback_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-        let port = listener.local_addr().expect("listener has an address").port();
+        let port = listener
+            .local_addr()
+            .expect("listener has an address")
+            .port();
         drop(listener);
         if HANDED_OUT.lock().unwrap().insert(port) {
             return port;
@@ -152,7 +178,10 @@ impl ServerOptions {
     /// Options for a server on `driver` with the harness's defaults.
     pub fn new(driver: Driver) -> Self {
         let mut env = BTreeMap::new();
-        env.insert("VEZA_SERVER_LISTEN_ADDRESS".to_owned(), "127.0.0.1".to_owned());
+        env.insert(
+            "VEZA_SERVER_LISTEN_ADDRESS".to_owned(),
+            "127.0.0.1".to_owned(),
+        );
         env.insert("VEZA_SERVER_SHARDS".to_owned(), "2".to_owned());
         Self {
             driver,
@@ -317,14 +346,19 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("no 200 from /ready within {READY_TIMEOUT:?} (last: {last})"))
+        Err(format!(
+            "no 200 from /ready within {READY_TIMEOUT:?} (last: {last})"
+        ))
     }
 
     fn assert_driver(&self) {
         let metrics = self.metrics();
         for shard in 0..self.shards {
             let shard = shard.to_string();
-            let labels = [("shard", shard.as_str()), ("driver", self.driver.metric_label())];
+            let labels = [
+                ("shard", shard.as_str()),
+                ("driver", self.driver.metric_label()),
+            ];
             assert_eq!(
                 metrics.value("veza_shard_driver", &labels),
                 Some(1.0),
@@ -385,7 +419,12 @@ impl TestServer {
     /// Sends `signal` (for example `libc::SIGTERM`) to the server process.
     pub fn signal(&mut self, signal: libc::c_int) {
         // The child is not reaped yet, so its pid cannot have been reused.
-        if self.child.try_wait().expect("poll the server process").is_none() {
+        if self
+            .child
+            .try_wait()
+            .expect("poll the server process")
+            .is_none()
+        {
             let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
             // SAFETY: kill(2) takes plain integers and has no memory effects.
             let result = unsafe { libc::kill(pid, signal) };
@@ -414,7 +453,10 @@ impl TestServer {
         if let Some(status) = self.wait_for_exit(STOP_TIMEOUT) {
             return status;
         }
-        eprintln!("server {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it", self.pid());
+        eprintln!(
+            "server {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
+            self.pid()
+        );
         let _ = self.child.kill();
         self.child.wait().expect("reap the killed server")
     }

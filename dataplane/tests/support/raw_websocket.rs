@@ -29,8 +29,10 @@ pub mod opcode {
 /// The masking key of every frame built here (the example key of RFC 6455
 /// §5.7): a fixed key keeps the bytes on the wire reproducible.
 pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-/// How long the server may take to close TCP after its close frame.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the server may take to close TCP after its close frame. A
+/// server-initiated close waits up to two seconds for the peer's close
+/// frame first, so this leaves two seconds of slack on a loaded machine.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A server frame longer than this is a test failure, not something to buffer.
 const SERVER_FRAME_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The `Sec-WebSocket-Key` of every raw handshake (RFC 6455 §1.3's example).
@@ -39,17 +41,34 @@ pub const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// Encodes one frame exactly as given. `rsv_bits` are the three reserved bits
 /// (RSV1 = 0b100); `mask` `None` sends the payload unmasked, which a client
 /// must never do.
-pub fn encode_frame(fin: bool, rsv_bits: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+pub fn encode_frame(
+    fin: bool,
+    rsv_bits: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Vec<u8> {
     assert!(rsv_bits <= 0b111 && opcode <= 0xF, "bits out of range");
     let mut frame = encode_header(fin, rsv_bits, opcode, mask, payload.len() as u64);
     let key = mask.unwrap_or([0; 4]);
-    frame.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ key[index % 4]));
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(index, byte)| byte ^ key[index % 4]),
+    );
     frame
 }
 
 /// Encodes a frame header that announces `length` payload bytes, without the
 /// payload, to test what a server does on the header alone.
-pub fn encode_header(fin: bool, rsv_bits: u8, opcode: u8, mask: Option<[u8; 4]>, length: u64) -> Vec<u8> {
+pub fn encode_header(
+    fin: bool,
+    rsv_bits: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    length: u64,
+) -> Vec<u8> {
     let mut header = vec![(u8::from(fin) << 7) | (rsv_bits << 4) | opcode];
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     match length {
@@ -152,11 +171,23 @@ impl RawWebSocket {
     /// Opens a WebSocket to `/v1/echo` with the standard fields plus
     /// `extra_fields`; asserts the 101 and its accept key, and returns it.
     pub fn handshake(addr: SocketAddr, extra_fields: &[(&str, &str)]) -> (Self, Response) {
+        Self::handshake_on(HttpConnection::open(addr), extra_fields)
+    }
+
+    /// Like [`RawWebSocket::handshake`], on a connection the test opened.
+    pub fn handshake_on(
+        mut connection: HttpConnection,
+        extra_fields: &[(&str, &str)],
+    ) -> (Self, Response) {
         let mut fields = standard_upgrade_fields();
         fields.extend_from_slice(extra_fields);
-        let mut connection = HttpConnection::open(addr);
         let response = connection.request(&upgrade_request(&fields));
-        assert_eq!(response.status, 101, "upgrade refused: {}", response.body_text());
+        assert_eq!(
+            response.status,
+            101,
+            "upgrade refused: {}",
+            response.body_text()
+        );
         assert_eq!(
             response.header("sec-websocket-accept"),
             Some(derive_accept_key(HANDSHAKE_KEY.as_bytes()).as_str()),
@@ -196,11 +227,18 @@ impl RawWebSocket {
         let fin = self.buffer[0] & 0x80 != 0;
         let rsv_bits = (self.buffer[0] >> 4) & 0b111;
         let opcode = self.buffer[0] & 0x0F;
-        assert_eq!(self.buffer[1] & 0x80, 0, "a server must not mask its frames");
+        assert_eq!(
+            self.buffer[1] & 0x80,
+            0,
+            "a server must not mask its frames"
+        );
         let (length, header_length) = match self.buffer[1] & 0x7F {
             126 => {
                 self.fill_to(4)?;
-                (u64::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])), 4)
+                (
+                    u64::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
+                    4,
+                )
             }
             127 => {
                 self.fill_to(10)?;
@@ -209,7 +247,10 @@ impl RawWebSocket {
             }
             short => (u64::from(short), 2),
         };
-        assert!(length <= SERVER_FRAME_BYTES_MAX, "server frame of {length} bytes");
+        assert!(
+            length <= SERVER_FRAME_BYTES_MAX,
+            "server frame of {length} bytes"
+        );
         let frame_length = header_length + length as usize;
         self.fill_to(frame_length)?;
         let frame: Vec<u8> = self.buffer.drain(..frame_length).collect();
@@ -232,7 +273,8 @@ impl RawWebSocket {
     /// (echoes of what was sent before the error) are allowed.
     pub fn expect_close(&mut self, code: u16) {
         let close = self.read_until_close();
-        let reason = String::from_utf8_lossy(close.payload.get(2..).unwrap_or_default()).into_owned();
+        let reason =
+            String::from_utf8_lossy(close.payload.get(2..).unwrap_or_default()).into_owned();
         assert_eq!(
             close.close_code(),
             Some(code),
@@ -291,7 +333,9 @@ impl RawWebSocket {
             let frame = self.expect_frame();
             match (frame.opcode, &mut message) {
                 (opcode::PING | opcode::PONG, _) => continue,
-                (opcode::TEXT | opcode::BINARY, None) => message = Some((frame.opcode, frame.payload)),
+                (opcode::TEXT | opcode::BINARY, None) => {
+                    message = Some((frame.opcode, frame.payload))
+                }
                 (opcode::CONTINUATION, Some((_, payload))) => payload.extend(frame.payload),
                 _ => panic!("expected a data message, got {}", frame.summary()),
             }
@@ -308,7 +352,10 @@ impl RawWebSocket {
             if n_read == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("connection closed with {} bytes of a frame pending", self.buffer.len()),
+                    format!(
+                        "connection closed with {} bytes of a frame pending",
+                        self.buffer.len()
+                    ),
                 ));
             }
             self.buffer.extend_from_slice(&chunk[..n_read]);

@@ -16,9 +16,12 @@ pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Connects to `url`; fails the test if the handshake fails or stalls.
 pub async fn connect(url: &str) -> Client {
-    let (client, _response) = within("the WebSocket handshake", tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap_or_else(|error| panic!("WebSocket handshake with {url}: {error}"));
+    let (client, _response) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("WebSocket handshake with {url}: {error}"));
     client
 }
 
@@ -30,9 +33,12 @@ pub async fn connect_offering(url: &str, protocols: &str) -> (Client, Response) 
         "Sec-WebSocket-Protocol",
         HeaderValue::from_str(protocols).expect("a valid header value"),
     );
-    within("the WebSocket handshake", tokio_tungstenite::connect_async(request))
-        .await
-        .unwrap_or_else(|error| panic!("WebSocket handshake offering {protocols:?}: {error}"))
+    within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("WebSocket handshake offering {protocols:?}: {error}"))
 }
 
 /// Sends one message; fails the test on error.
