@@ -41,6 +41,8 @@ pub struct Config {
     pub stall: StallConfig,
     /// Endpoints for tests and diagnosis; off in production.
     pub debug: DebugConfig,
+    /// The connection to the control plane.
+    pub control: ControlConfig,
 }
 
 /// Log line format.
@@ -200,6 +202,91 @@ pub struct DebugConfig {
     pub endpoints_enabled: bool,
 }
 
+/// `[control]`: each shard keeps its own connection to the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `unix:/path/control.sock` or `tcp:ip:port`. Empty: no control plane
+    /// (standalone; `/ready` does not wait for one).
+    pub address: String,
+    /// This node's name in the control plane's node list. Empty: the host name.
+    pub node_id: String,
+    /// Time a connection attempt may take.
+    pub connect_timeout_ms: u64,
+    /// Time a request may wait for its answer; past it the caller gets a timeout.
+    pub request_timeout_ms: u64,
+    /// First delay before reconnecting; it doubles after each failure.
+    pub reconnect_delay_ms_min: u64,
+    /// Largest delay before reconnecting.
+    pub reconnect_delay_ms_max: u64,
+    /// Requests one shard may have waiting for answers; past it requests fail at once.
+    pub requests_in_flight_max: usize,
+    /// The largest control frame sent or accepted.
+    pub frame_bytes_max: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            node_id: String::new(),
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+            reconnect_delay_ms_min: 100,
+            reconnect_delay_ms_max: 10_000,
+            requests_in_flight_max: 4_096,
+            frame_bytes_max: 16_777_216,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Whether a control plane is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.address.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 5] = [
+            ("control.connect_timeout_ms", self.connect_timeout_ms),
+            ("control.request_timeout_ms", self.request_timeout_ms),
+            (
+                "control.reconnect_delay_ms_min",
+                self.reconnect_delay_ms_min,
+            ),
+            (
+                "control.requests_in_flight_max",
+                self.requests_in_flight_max as u64,
+            ),
+            ("control.frame_bytes_max", self.frame_bytes_max as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if let Err(reason) = crate::control_client::ControlAddress::parse(&self.address) {
+            return Err(invalid("control.address", &reason));
+        }
+        if self.reconnect_delay_ms_max < self.reconnect_delay_ms_min {
+            return Err(invalid(
+                "control.reconnect_delay_ms_max",
+                "must be at least control.reconnect_delay_ms_min",
+            ));
+        }
+        if self.frame_bytes_max < 4096 || self.frame_bytes_max > u32::MAX as usize {
+            return Err(invalid(
+                "control.frame_bytes_max",
+                "must be between 4096 and 4294967295",
+            ));
+        }
+        if self.node_id.len() > veza_proto::control::handshake::NODE_ID_BYTES_MAX {
+            return Err(invalid("control.node_id", "must be at most 128 bytes"));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Loads defaults, then `path` if given, then `VEZA_*` variables from `env`, then validates.
     pub fn load(
@@ -330,7 +417,7 @@ impl Config {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
             return Err(invalid("server.log_level", &error.to_string()));
         }
-        Ok(())
+        self.control.validate()
     }
 }
 
@@ -403,6 +490,11 @@ mod tests {
             "debug.endpoints_enabled",
         );
         check_refused(&[("VEZA_MESH_RING_CAPACITY", "-1")], "ring_capacity");
+        check_refused(&[("VEZA_CONTROL_ADDRESS", "http://x")], "control.address");
+        check_refused(
+            &[("VEZA_CONTROL_RECONNECT_DELAY_MS_MAX", "50")],
+            "control.reconnect_delay_ms_max",
+        );
     }
 
     #[test]

@@ -8,13 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control_client;
 pub mod http_connection;
 pub mod local_event;
 pub mod metrics;
+pub mod preflight;
 pub mod ring_mesh;
 pub mod routes;
 pub mod send_queue;
 pub mod server;
 pub mod shard;
 pub mod websocket_session;
-pub mod preflight;

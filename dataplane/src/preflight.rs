@@ -356,7 +356,8 @@ mod tests {
 
     #[test]
     fn each_shortfall_warns_with_a_fix() {
-        let cases: [(&str, fn(&mut MachineFacts)); 5] = [
+        type Spoil = fn(&mut MachineFacts);
+        let cases: [(&str, Spoil); 5] = [
             ("nofile", |facts| facts.nofile_soft = 1024),
             ("memlock", |facts| facts.memlock_soft_bytes = 64 * 1024),
             ("somaxconn", |facts| facts.somaxconn = Some(128)),

@@ -3,7 +3,7 @@
 //! | path | methods | what |
 //! |---|---|---|
 //! | `/health` | GET, HEAD | the process is alive |
-//! | `/ready` | GET, HEAD | every shard serves and none is stalled (503 otherwise) |
+//! | `/ready` | GET, HEAD | every shard serves, none is stalled and, when one is configured, every shard is connected to the control plane (503 otherwise) |
 //! | `/metrics` | GET, HEAD | Prometheus text, per-shard series merged on scrape |
 //! | `/v1/echo` | GET (WebSocket upgrade), POST (echoes the body) | conformance and benchmarks |
 //! | `/debug/stall?ms=N` | POST, when `debug.endpoints_enabled` | blocks the shard on purpose |
@@ -123,6 +123,9 @@ fn ready(shard: &Shard) -> Response {
     if !process.all_shards_ready() {
         return Response::error(503, "not_ready", "a shard is not serving or is stalled");
     }
+    if !process.control_connected_on_every_shard() {
+        return Response::error(503, "not_ready", "control plane not connected");
+    }
     Response::json(
         200,
         format!(
@@ -149,7 +152,8 @@ async fn metrics(shard: &Shard) -> Response {
             });
         }
     }
-    let text = render_prometheus(&process.shard_metrics, &rings, &loop_turn, &missing);
+    let mut text = render_prometheus(&process.shard_metrics, &rings, &loop_turn, &missing);
+    crate::control_client::render_metrics(&process.control_status, &mut text);
     Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

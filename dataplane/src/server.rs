@@ -61,6 +61,7 @@ pub fn run(config: Config, terminate: Arc<AtomicBool>) -> Result<(), StartError>
         mesh,
         shutting_down: AtomicBool::new(false),
         started: quanta::Instant::now(),
+        control_status: (0..shard_count).map(|_| Arc::default()).collect(),
         config,
     });
     let mut threads = Vec::with_capacity(shard_count);

@@ -53,6 +53,8 @@ pub struct ProcessShared {
     pub shutting_down: AtomicBool,
     /// Process start, the zero of every heartbeat.
     pub started: quanta::Instant,
+    /// One entry per shard: its control-plane connection.
+    pub control_status: Vec<Arc<crate::control_client::ControlStatus>>,
 }
 
 impl ProcessShared {
@@ -76,6 +78,16 @@ impl ProcessShared {
             metrics.serving.load(Ordering::Relaxed)
                 && now_ns.saturating_sub(metrics.heartbeat_ns.load(Ordering::Relaxed)) <= stall_ns
         })
+    }
+
+    /// Whether every shard is connected to the control plane; true when no
+    /// control plane is configured (standalone).
+    pub fn control_connected_on_every_shard(&self) -> bool {
+        !self.config.control.is_configured()
+            || self
+                .control_status
+                .iter()
+                .all(|status| status.connected.load(Ordering::Relaxed))
     }
 
     /// Starts a graceful shutdown: every shard wakes and stops accepting.
@@ -125,6 +137,8 @@ pub struct Shard {
     connection_closed: LocalNotify,
     /// The cached `Date` header value.
     pub http_date: RefCell<veza_codec::http1::HttpDate>,
+    /// This shard's connection to the control plane.
+    pub control: Rc<crate::control_client::ControlClient>,
 }
 
 impl Shard {
@@ -456,6 +470,12 @@ pub fn run_shard(start: ShardStart, process: Arc<ProcessShared>) -> std::io::Res
         connections: RefCell::new(slab::Slab::with_capacity(1024)),
         connection_closed: LocalNotify::default(),
         http_date: RefCell::new(veza_codec::http1::HttpDate::new()),
+        control: Rc::new(crate::control_client::ControlClient::new(
+            start.idx,
+            process.shard_count(),
+            &process.config.control,
+            process.control_status[start.idx].clone(),
+        )),
     });
     match &mut runtime {
         monoio::FusionRuntime::Uring(runtime) => {
@@ -475,6 +495,9 @@ async fn shard_main(
     monoio::spawn(run_mesh_receiver(shard.clone(), doorbell));
     monoio::spawn(run_mesh_flusher(shard.clone()));
     monoio::spawn(run_heartbeat(shard.clone()));
+    if shard.control.is_configured() {
+        monoio::spawn(crate::control_client::run(shard.control.clone()));
+    }
     let listener = monoio::net::TcpListener::from_std(listener)?;
     shard.metrics.serving.store(true, Ordering::Relaxed);
     accept_until_shutdown(&shard, &listener).await;

@@ -1,0 +1,280 @@
+//! The adapter between control requests and the accounts and rooms areas:
+//! each function calls one area function and converts between that area's
+//! types and their mirrors in `veza_proto::control`.
+//!
+//! Storage errors become `RequestError`s: a constraint violation (a batch
+//! naming a room, user or message that does not exist) is `BadRequest`,
+//! since sending the same batch again cannot succeed; anything else is
+//! `Internal`, which the data plane may retry.
+
+use veza_proto::control::{
+    MessageChange, ReactionCount, RequestError, RequestErrorCode, Revocation, Role, RoomRights,
+    RuntimeSettings, SettingValue, SigningKey, StoredMessage,
+};
+
+use crate::rooms;
+use crate::state::AppState;
+
+fn storage_error(what: &str, error: sqlx::Error) -> RequestError {
+    let code = match &error {
+        sqlx::Error::Database(database_error)
+            if !matches!(database_error.kind(), sqlx::error::ErrorKind::Other) =>
+        {
+            RequestErrorCode::BadRequest
+        }
+        sqlx::Error::RowNotFound => RequestErrorCode::NotFound,
+        _ => RequestErrorCode::Internal,
+    };
+    if code == RequestErrorCode::Internal {
+        tracing::error!(%error, what, "control request failed in storage");
+    }
+    RequestError {
+        code,
+        message: format!("{what}: {error}"),
+    }
+}
+
+/// The public keys that verify access tokens.
+pub async fn signing_keys(state: &AppState) -> Result<Vec<SigningKey>, RequestError> {
+    Ok(state
+        .auth
+        .verification_keys()
+        .into_iter()
+        .map(|key| SigningKey {
+            kid: key.kid,
+            public_key: key.public_key,
+            valid_until_ms: key.valid_until_ms,
+        })
+        .collect())
+}
+
+/// The current runtime settings and their version.
+pub async fn config(state: &AppState) -> Result<(i64, RuntimeSettings), RequestError> {
+    let (version, settings) = rooms::settings::current(&state.db)
+        .await
+        .map_err(|error| storage_error("reading runtime settings", error))?;
+    let document = serde_json::to_value(&settings).map_err(|error| RequestError {
+        code: RequestErrorCode::Internal,
+        message: format!("runtime settings do not serialise: {error}"),
+    })?;
+    let mut pairs = Vec::new();
+    flatten_settings("", &document, &mut pairs);
+    Ok((version, RuntimeSettings::from_pairs(pairs)))
+}
+
+/// Flattens a JSON settings document into dotted keys (`a.b`) with typed
+/// values; `null`s and arrays are left out (no setting uses them).
+fn flatten_settings(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut Vec<(String, SettingValue)>,
+) {
+    use serde_json::Value;
+    let setting = match value {
+        Value::Object(object) => {
+            for (key, child) in object {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_settings(&key, child, out);
+            }
+            return;
+        }
+        Value::Bool(flag) => SettingValue::Boolean(*flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => SettingValue::Integer(integer),
+            None => SettingValue::Float(number.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(text) => SettingValue::Text(text.clone()),
+        Value::Null | Value::Array(_) => return,
+    };
+    out.push((prefix.to_owned(), setting));
+}
+
+/// A user's rights in a room.
+pub async fn rights(
+    state: &AppState,
+    room_id: i64,
+    user_id: i64,
+) -> Result<RoomRights, RequestError> {
+    let rights = rooms::permissions::rights(&state.db, room_id, user_id)
+        .await
+        .map_err(|error| storage_error("looking up rights", error))?;
+    Ok(RoomRights {
+        room_exists: rights.room_exists,
+        role: rights.role.map(|role| match role {
+            rooms::permissions::Role::Owner => Role::Owner,
+            rooms::permissions::Role::Admin => Role::Admin,
+            rooms::permissions::Role::Moderator => Role::Moderator,
+            rooms::permissions::Role::Member => Role::Member,
+        }),
+        can_read: rights.can_read,
+        can_post: rights.can_post,
+        can_delete_others: rights.can_delete_others,
+        can_moderate: rights.can_moderate,
+        muted_until_ms: rights.muted_until_ms,
+        banned: rights.banned,
+        slow_mode_seconds: rights.slow_mode_seconds,
+    })
+}
+
+/// Commits a batch in one transaction; returns once committed.
+pub async fn persist_batch(
+    state: &AppState,
+    changes: &[MessageChange],
+) -> Result<(), RequestError> {
+    let changes: Vec<rooms::messages::MessageChange> =
+        changes.iter().cloned().map(to_storage_change).collect();
+    rooms::messages::persist_batch(&state.db, &changes)
+        .await
+        .map_err(|error| storage_error("persisting a batch", error))
+}
+
+fn to_storage_change(change: MessageChange) -> rooms::messages::MessageChange {
+    use rooms::messages::MessageChange as Stored;
+    match change {
+        MessageChange::New(message) => Stored::New(rooms::messages::NewMessage {
+            room_id: message.room_id,
+            seq: message.seq,
+            author_id: message.author_id,
+            client_nonce: message.client_nonce,
+            body: message.body,
+            thread_parent_seq: message.thread_parent_seq,
+            mentions: message.mentions,
+            created_at_ms: message.created_at_ms,
+        }),
+        MessageChange::Edit {
+            room_id,
+            seq,
+            editor_id,
+            body,
+            edited_at_ms,
+        } => Stored::Edit {
+            room_id,
+            seq,
+            editor_id,
+            body,
+            edited_at_ms,
+        },
+        MessageChange::Delete {
+            room_id,
+            seq,
+            deleter_id,
+            deleted_at_ms,
+        } => Stored::Delete {
+            room_id,
+            seq,
+            deleter_id,
+            deleted_at_ms,
+        },
+        MessageChange::ReactionAdd {
+            room_id,
+            seq,
+            user_id,
+            emoji,
+        } => Stored::ReactionAdd {
+            room_id,
+            seq,
+            user_id,
+            emoji,
+        },
+        MessageChange::ReactionRemove {
+            room_id,
+            seq,
+            user_id,
+            emoji,
+        } => Stored::ReactionRemove {
+            room_id,
+            seq,
+            user_id,
+            emoji,
+        },
+        MessageChange::ReadMarker {
+            room_id,
+            user_id,
+            seq,
+        } => Stored::ReadMarker {
+            room_id,
+            user_id,
+            seq,
+        },
+    }
+}
+
+/// A page of a room's history, in ascending seq.
+pub async fn history(
+    state: &AppState,
+    room_id: i64,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> Result<Vec<StoredMessage>, RequestError> {
+    let messages =
+        rooms::messages::history(&state.db, room_id, before_seq, after_seq, i64::from(limit))
+            .await
+            .map_err(|error| storage_error("reading history", error))?;
+    Ok(messages
+        .into_iter()
+        .map(|message| StoredMessage {
+            room_id: message.room_id,
+            seq: message.seq,
+            author_id: message.author_id,
+            body: message.body,
+            thread_parent_seq: message.thread_parent_seq,
+            mentions: message.mentions,
+            created_at_ms: message.created_at_ms,
+            edited_at_ms: message.edited_at_ms,
+            deleted_at_ms: message.deleted_at_ms,
+            reactions: message
+                .reactions
+                .into_iter()
+                .map(|(emoji, count)| ReactionCount { emoji, count })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Revoked tokens that have not expired.
+pub async fn revocations(state: &AppState) -> Result<Vec<Revocation>, RequestError> {
+    let revocations = crate::accounts::store::active_revocations(&state.db)
+        .await
+        .map_err(|error| storage_error("reading revocations", error))?;
+    Ok(revocations
+        .into_iter()
+        .map(|(token_id, expires_at_ms)| Revocation {
+            token_id,
+            expires_at_ms,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_flatten_to_typed_dotted_keys() {
+        let document = serde_json::json!({
+            "messages_per_second": 5.5,
+            "message_burst": 10,
+            "limits": {"enabled": true, "name": "x"},
+            "ignored": null
+        });
+        let mut pairs = Vec::new();
+        flatten_settings("", &document, &mut pairs);
+        let settings = RuntimeSettings::from_pairs(pairs);
+        assert_eq!(
+            settings.get("messages_per_second"),
+            Some(&SettingValue::Float(5.5))
+        );
+        assert_eq!(settings.integer("message_burst"), Some(10));
+        assert_eq!(settings.boolean("limits.enabled"), Some(true));
+        assert_eq!(
+            settings.get("limits.name"),
+            Some(&SettingValue::Text("x".into()))
+        );
+        assert_eq!(settings.get("ignored"), None);
+    }
+}

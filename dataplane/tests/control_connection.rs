@@ -1,0 +1,337 @@
+//! The data plane connected to a real control plane (`veza-controlplane`,
+//! built from this workspace), on both drivers: `/ready` waits for the
+//! control plane, follows it going away and coming back (reconnect with
+//! backoff), and a settings change made over the control plane's REST API
+//! reaches every shard as a push.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::http::{self, HttpConnection};
+use support::{eventually, for_each_driver, free_loopback_port, Driver, ServerOptions, TestServer};
+
+/// How long a shard may take to (re)connect: the reconnect delay is capped
+/// at 400 ms in these tests, plus the control plane's start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `veza-controlplane` binary next to this test's target directory,
+/// built first when missing (`cargo test --workspace` builds it anyway).
+fn control_plane_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // The test runs from <target>/<profile>/deps/.
+        let test_binary = std::env::current_exe().expect("test binary path");
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>");
+        let binary = profile_dir.join("veza-controlplane");
+        if !binary.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut command = Command::new(cargo);
+            command
+                .args(["build", "-p", "veza-controlplane"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                command.arg("--release");
+            }
+            let status = command.status().expect("run cargo build");
+            assert!(status.success(), "cargo build -p veza-controlplane failed");
+        }
+        assert!(binary.exists(), "{} is missing", binary.display());
+        binary
+    })
+}
+
+/// A running `veza-controlplane` on SQLite in a temporary directory, with
+/// its control socket at `<data_dir>/control.sock`.
+struct ControlPlane {
+    child: Option<Child>,
+    data_dir: tempfile::TempDir,
+    rest_port: u16,
+}
+
+impl ControlPlane {
+    fn start() -> Self {
+        let mut control = Self {
+            child: None,
+            data_dir: tempfile::tempdir().expect("data directory"),
+            rest_port: free_loopback_port(),
+        };
+        control.spawn();
+        control
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.data_dir.path().join("control.sock")
+    }
+
+    fn address(&self) -> String {
+        format!("unix:{}", self.socket_path().display())
+    }
+
+    fn rest_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.rest_port))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("control.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("control.log"))
+            .expect("control plane log");
+        let mut command = Command::new(control_plane_binary());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VEZA_") {
+                command.env_remove(&key);
+            }
+        }
+        let child = command
+            .env("VEZA_SERVER_LISTEN_ADDRESS", "127.0.0.1")
+            .env("VEZA_SERVER_LISTEN_PORT", self.rest_port.to_string())
+            .env("VEZA_SERVER_DATA_DIR", self.data_dir.path())
+            .env("VEZA_AUTH_ARGON2_MEMORY_KIB", "64")
+            .env("VEZA_AUTH_ARGON2_ITERATIONS", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn veza-controlplane");
+        self.child = Some(child);
+        eventually(
+            CONNECT_TIMEOUT,
+            "the control plane answers /ready",
+            || match http::try_get(self.rest_addr(), "/ready", Duration::from_millis(500)) {
+                Ok(response) if response.status == 200 => Ok(()),
+                Ok(response) => Err(format!("status {}", response.status)),
+                Err(error) => Err(format!("{error}\n{}", self.log())),
+            },
+        );
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A JSON request to the REST API; returns the status and the JSON body.
+    fn rest(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let response = HttpConnection::open(self.rest_addr()).request(raw.as_bytes());
+        let value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        (response.status, value)
+    }
+
+    /// Registers the first user (the instance admin) and returns its token.
+    fn admin_token(&self) -> String {
+        let password = "tuba-glockenspiel-7-harp";
+        let (status, body) = self.rest(
+            "POST",
+            "/v1/accounts",
+            None,
+            json!({"username": "admin", "email": "admin@example.org", "password": password}),
+        );
+        assert_eq!(status, 201, "register: {body}");
+        let (status, body) = self.rest(
+            "POST",
+            "/v1/sessions",
+            None,
+            json!({"login": "admin", "password": password}),
+        );
+        assert_eq!(status, 200, "login: {body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- control plane log ---\n{}", self.log());
+        }
+    }
+}
+
+fn data_plane_options(driver: Driver, control: &ControlPlane) -> ServerOptions {
+    ServerOptions::new(driver)
+        .env("VEZA_CONTROL_ADDRESS", &control.address())
+        .env("VEZA_CONTROL_NODE_ID", "test-node")
+        .env("VEZA_CONTROL_RECONNECT_DELAY_MS_MIN", "50")
+        .env("VEZA_CONTROL_RECONNECT_DELAY_MS_MAX", "400")
+}
+
+fn ready_status(addr: SocketAddr) -> Result<(u16, Value), String> {
+    http::try_get(addr, "/ready", Duration::from_millis(500))
+        .map(|response| {
+            let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+            (response.status, body)
+        })
+        .map_err(|error| error.to_string())
+}
+
+fn expect_not_ready(addr: SocketAddr, what: &str) {
+    eventually(CONNECT_TIMEOUT, what, || match ready_status(addr)? {
+        (503, body) if body["detail"] == "control plane not connected" => {
+            assert_eq!(body["error"], "not_ready");
+            Ok(())
+        }
+        (status, body) => Err(format!("{status} {body}")),
+    });
+}
+
+fn expect_ready(addr: SocketAddr, what: &str) {
+    eventually(CONNECT_TIMEOUT, what, || match ready_status(addr)? {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{status} {body}")),
+    });
+}
+
+/// Every shard reports `value` for the per-shard series `name`.
+fn expect_every_shard(server: &TestServer, name: &str, value: f64) {
+    eventually(
+        CONNECT_TIMEOUT,
+        &format!("{name} = {value} on every shard"),
+        || {
+            let metrics = server.metrics();
+            for shard in 0..server.shards() {
+                let shard = shard.to_string();
+                if metrics.value(name, &[("shard", &shard)]) != Some(value) {
+                    return Err(metrics.lines_of(name));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn ready_follows_the_control_plane_and_settings_changes_reach_every_shard() {
+    for_each_driver(|driver| {
+        // The data plane starts first: it serves, but is not ready.
+        let mut control = ControlPlane::start();
+        control.kill();
+        let port = free_loopback_port();
+        let options =
+            data_plane_options(driver, &control).env("VEZA_SERVER_LISTEN_PORT", &port.to_string());
+        let starting = std::thread::spawn(move || options.start());
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        expect_not_ready(addr, "/ready says 503 while no control plane listens");
+
+        control.spawn();
+        let server = starting
+            .join()
+            .expect("the data plane became ready once connected");
+        expect_every_shard(&server, "veza_control_connected", 1.0);
+        expect_every_shard(&server, "veza_control_config_version", 0.0);
+
+        let token = control.admin_token();
+        let (status, body) = control.rest(
+            "PUT",
+            "/v1/admin/settings",
+            Some(&token),
+            json!({"settings": {"message_burst": 42}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        expect_every_shard(&server, "veza_control_config_version", 1.0);
+        let (status, nodes) = control.rest("GET", "/v1/admin/nodes", Some(&token), Value::Null);
+        assert_eq!(status, 200, "{nodes}");
+        let shards: Vec<i64> = nodes["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|node| node["node_id"] == "test-node")
+            .map(|node| node["shard_idx"].as_i64().unwrap())
+            .collect();
+        assert_eq!(shards, [0, 1], "{nodes}");
+
+        control.kill();
+        expect_not_ready(
+            server.addr(),
+            "/ready says 503 once the control plane is gone",
+        );
+        expect_every_shard(&server, "veza_control_connected", 0.0);
+        assert_eq!(
+            server.get("/health").status,
+            200,
+            "the data plane keeps serving"
+        );
+
+        control.spawn();
+        expect_ready(
+            server.addr(),
+            "/ready says 200 again after the control plane restarts",
+        );
+        expect_every_shard(&server, "veza_control_connected", 1.0);
+        expect_every_shard(&server, "veza_control_config_version", 1.0);
+        let metrics = server.metrics();
+        assert!(
+            metrics.value("veza_control_connects_total", &[("shard", "0")]) >= Some(2.0),
+            "{}",
+            metrics.lines_of("veza_control_connects_total")
+        );
+    });
+}
+
+#[test]
+fn a_data_plane_without_a_control_plane_is_ready_on_its_own() {
+    for_each_driver(|driver| {
+        let server = ServerOptions::new(driver).start();
+        let (status, _) = ready_status(server.addr()).expect("/ready answers");
+        assert_eq!(status, 200);
+        expect_every_shard(&server, "veza_control_connected", 0.0);
+    });
+}
+
+#[test]
+fn an_unreachable_control_plane_is_retried_without_stalling_the_shards() {
+    for_each_driver(|driver| {
+        let control = ControlPlane::start();
+        let started = Instant::now();
+        let port = free_loopback_port();
+        let mut control_gone = control;
+        control_gone.kill();
+        let options = data_plane_options(driver, &control_gone)
+            .env("VEZA_SERVER_LISTEN_PORT", &port.to_string());
+        let starting = std::thread::spawn(move || options.start());
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        expect_not_ready(addr, "/ready says 503 while no control plane listens");
+        // While it retries, the shards keep serving and do not stall.
+        std::thread::sleep(Duration::from_millis(800));
+        let health = http::get(addr, "/health");
+        assert_eq!(health.status, 200);
+        let metrics = support::metrics::Metrics::fetch(addr);
+        assert!(
+            metrics.value("veza_control_disconnects_total", &[("shard", "0")]) >= Some(2.0),
+            "it retried: {}",
+            metrics.lines_of("veza_control_disconnects_total")
+        );
+        assert_eq!(metrics.sum("veza_shard_stalls_total", &[]), 0.0);
+        control_gone.spawn();
+        let server = starting.join().expect("ready once the control plane is up");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        drop(server);
+    });
+}

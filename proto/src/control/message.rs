@@ -1,0 +1,309 @@
+//! Every frame of the control protocol: what a data plane sends
+//! ([`ClientFrame`]) and what the control plane sends ([`ServerFrame`]).
+//!
+//! A connection starts with [`Hello`] and [`Welcome`]; then the data plane
+//! sends [`Request`]s, each with an id it chose, and the control plane answers
+//! each with one [`Response`] carrying the same id, in any order. Between
+//! responses the control plane sends [`Push`]es. An [`ErrorFrame`] ends the
+//! connection: its sender closes right after it.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::domain::{
+    MessageChange, Revocation, RoomRights, RuntimeSettings, SigningKey, StoredMessage,
+};
+
+/// The data plane's first frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// [`super::PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+    /// The data plane node's name (host name or configured id).
+    pub node_id: String,
+    /// Which shard of the node this connection belongs to.
+    pub shard_idx: u32,
+    /// How many shards the node runs.
+    pub shard_count: u32,
+}
+
+/// The control plane's answer to an accepted [`Hello`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The version both ends now speak.
+    pub protocol_version: u16,
+    /// The control plane's build, for logs.
+    pub server_version: String,
+}
+
+/// A request and the id its response will carry.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Chosen by the data plane, unique among its requests in flight.
+    pub request_id: u64,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// What a data plane may ask.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// The public keys that verify access tokens. Answered with
+    /// [`ResponseBody::SigningKeys`].
+    FetchSigningKeys,
+    /// The current runtime settings. Answered with [`ResponseBody::Config`].
+    FetchConfig,
+    /// What `user_id` may do in `room_id`. Answered with [`ResponseBody::Rights`].
+    LookupRights {
+        /// The room.
+        room_id: i64,
+        /// The user.
+        user_id: i64,
+    },
+    /// Store these changes in one transaction. Answered with
+    /// [`ResponseBody::BatchPersisted`] only after the commit.
+    PersistBatch {
+        /// The changes, in the order they were applied.
+        changes: Vec<MessageChange>,
+    },
+    /// A page of a room's history. Answered with [`ResponseBody::History`].
+    FetchHistory {
+        /// The room.
+        room_id: i64,
+        /// Only messages with a smaller seq (newest first up to `limit`).
+        before_seq: Option<i64>,
+        /// Only messages with a greater seq (oldest first up to `limit`).
+        after_seq: Option<i64>,
+        /// At most this many messages.
+        limit: u32,
+    },
+    /// Every revoked access token that has not expired yet. Answered with
+    /// [`ResponseBody::Revocations`].
+    FetchRevocations,
+}
+
+impl RequestBody {
+    /// The request's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestBody::FetchSigningKeys => "fetch_signing_keys",
+            RequestBody::FetchConfig => "fetch_config",
+            RequestBody::LookupRights { .. } => "lookup_rights",
+            RequestBody::PersistBatch { .. } => "persist_batch",
+            RequestBody::FetchHistory { .. } => "fetch_history",
+            RequestBody::FetchRevocations => "fetch_revocations",
+        }
+    }
+}
+
+/// What the data plane sends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// The first frame of every connection, and only the first.
+    Hello(Hello),
+    /// A request.
+    Request(Request),
+}
+
+/// The answer to the request with `request_id`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The id of the request this answers.
+    pub request_id: u64,
+    /// The answer.
+    pub result: ResponseResult,
+}
+
+/// A request's outcome.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ResponseResult {
+    /// It was done.
+    Ok(ResponseBody),
+    /// It was refused or failed; the connection carries on.
+    Err(RequestError),
+}
+
+/// The successful answers, one per [`RequestBody`] variant.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ResponseBody {
+    /// To [`RequestBody::FetchSigningKeys`].
+    SigningKeys {
+        /// Every key that may still verify a token.
+        keys: Vec<SigningKey>,
+    },
+    /// To [`RequestBody::FetchConfig`].
+    Config {
+        /// The settings version.
+        version: i64,
+        /// The settings.
+        settings: RuntimeSettings,
+    },
+    /// To [`RequestBody::LookupRights`].
+    Rights(RoomRights),
+    /// To [`RequestBody::PersistBatch`]: the batch is committed.
+    BatchPersisted {
+        /// How many changes the committed batch held.
+        changes_persisted: u32,
+    },
+    /// To [`RequestBody::FetchHistory`].
+    History {
+        /// The page, in ascending seq.
+        messages: Vec<StoredMessage>,
+    },
+    /// To [`RequestBody::FetchRevocations`].
+    Revocations {
+        /// Every revoked token that has not expired.
+        revocations: Vec<Revocation>,
+    },
+}
+
+/// Why a request failed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestErrorCode {
+    /// The request's values are refused (a limit, an unknown room in a batch).
+    BadRequest,
+    /// What the request names does not exist.
+    NotFound,
+    /// A storage or internal failure; the request may be retried.
+    Internal,
+    /// The control plane cannot serve this now (starting, shutting down, a
+    /// part not built yet); retry later.
+    Unavailable,
+}
+
+impl RequestErrorCode {
+    /// A stable name, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestErrorCode::BadRequest => "bad_request",
+            RequestErrorCode::NotFound => "not_found",
+            RequestErrorCode::Internal => "internal",
+            RequestErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A failed request's code and explanation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// What kind of failure.
+    pub code: RequestErrorCode,
+    /// A sentence for logs.
+    pub message: String,
+}
+
+/// A change the control plane pushes as soon as it is committed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Push {
+    /// New runtime settings.
+    ConfigChanged {
+        /// The settings version.
+        version: i64,
+        /// The whole new settings.
+        settings: RuntimeSettings,
+    },
+    /// The signing keys changed (rotation, retirement): here is the new set.
+    SigningKeysChanged {
+        /// Every key that may still verify a token.
+        keys: Vec<SigningKey>,
+    },
+    /// These access tokens are revoked.
+    TokensRevoked {
+        /// Their ids (`jti`).
+        token_ids: Vec<String>,
+        /// Their user.
+        user_id: i64,
+        /// When the last of them expires.
+        expires_at_ms: i64,
+    },
+    /// A user's membership or role in a room changed.
+    MembershipChanged {
+        /// The room.
+        room_id: i64,
+        /// The user.
+        user_id: i64,
+    },
+    /// A user was muted, unmuted, banned or unbanned in a room.
+    ModerationChanged {
+        /// The room.
+        room_id: i64,
+        /// The user.
+        user_id: i64,
+    },
+    /// A room's settings changed or it was deleted.
+    RoomChanged {
+        /// The room.
+        room_id: i64,
+    },
+    /// Pushes were lost (the receiver fell behind): fetch signing keys,
+    /// config and revocations again, and drop cached rights.
+    Resync,
+}
+
+impl Push {
+    /// The push's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Push::ConfigChanged { .. } => "config_changed",
+            Push::SigningKeysChanged { .. } => "signing_keys_changed",
+            Push::TokensRevoked { .. } => "tokens_revoked",
+            Push::MembershipChanged { .. } => "membership_changed",
+            Push::ModerationChanged { .. } => "moderation_changed",
+            Push::RoomChanged { .. } => "room_changed",
+            Push::Resync => "resync",
+        }
+    }
+}
+
+/// Why a connection is being closed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolErrorCode {
+    /// The peer speaks a protocol version this end does not.
+    VersionMismatch,
+    /// A frame failed validation (not a valid archive of the expected type).
+    MalformedFrame,
+    /// A frame's length prefix is over the receiver's `frame_bytes_max`.
+    FrameTooLarge,
+    /// A valid frame at the wrong time (a request before `Hello`, a second
+    /// `Hello`).
+    UnexpectedFrame,
+    /// `Hello` did not arrive in time.
+    HandshakeTimeout,
+    /// The control plane is shutting down; reconnect later.
+    ShuttingDown,
+}
+
+impl ProtocolErrorCode {
+    /// A stable name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolErrorCode::VersionMismatch => "version_mismatch",
+            ProtocolErrorCode::MalformedFrame => "malformed_frame",
+            ProtocolErrorCode::FrameTooLarge => "frame_too_large",
+            ProtocolErrorCode::UnexpectedFrame => "unexpected_frame",
+            ProtocolErrorCode::HandshakeTimeout => "handshake_timeout",
+            ProtocolErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// The last frame of a connection: why it is closed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// What went wrong.
+    pub code: ProtocolErrorCode,
+    /// A sentence for logs.
+    pub message: String,
+}
+
+/// What the control plane sends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ServerFrame {
+    /// The handshake was accepted.
+    Welcome(Welcome),
+    /// The answer to a request.
+    Response(Response),
+    /// A pushed change.
+    Push(Push),
+    /// The connection is closed after this frame.
+    Error(ErrorFrame),
+}
