@@ -1,6 +1,6 @@
 //! Start-up and shutdown of the control plane.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -42,17 +42,42 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "control plane REST listening");
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
-    let control = tokio::spawn(crate::control_server::serve(
+    let mut control = tokio::spawn(crate::control_server::serve(
         state.clone(),
         stop_receiver.clone(),
     ));
+    let mut rest_stop = stop_receiver;
     let app = crate::api::app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
+    let rest = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = rest_stop.wait_for(|stopped| *stopped).await;
+    })
+    .into_future();
+    tokio::pin!(rest);
+    tokio::pin!(shutdown);
+    // Whichever ends first (a signal, REST failing, the control server failing
+    // to bind or dying) stops the other, so a half-working process never
+    // lingers.
+    tokio::select! {
+        _ = &mut shutdown => {
             let _ = stop_sender.send(true);
-        })
-        .await?;
-    control.await??;
+            rest.await?;
+            control.await??;
+        }
+        result = &mut rest => {
+            let _ = stop_sender.send(true);
+            result?;
+            control.await??;
+        }
+        result = &mut control => {
+            let _ = stop_sender.send(true);
+            rest.await?;
+            result??;
+            anyhow::bail!("the control protocol server stopped unexpectedly");
+        }
+    }
     Ok(())
 }
