@@ -84,6 +84,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::metrics::count,
         ))
+        .layer(axum::middleware::map_response(json_payload_too_large))
         .layer(RequestBodyLimitLayer::new(
             state.config.server.request_body_bytes_max,
         ))
