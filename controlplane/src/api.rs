@@ -84,10 +84,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::metrics::count,
         ))
-        .layer(axum::middleware::map_response(json_payload_too_large))
         .layer(RequestBodyLimitLayer::new(
             state.config.server.request_body_bytes_max,
         ))
+        // Outside the limit layer, so it sees (and reshapes) that layer's 413.
+        .layer(axum::middleware::map_response(json_payload_too_large))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
