@@ -3,16 +3,19 @@
 # As root it installs; otherwise it prints the exact commands and stops.
 set -euo pipefail
 
-apt_packages=(pkg-config ca-certificates curl util-linux procps)
-python_packages=(websockets)
+apt_packages=(pkg-config ca-certificates curl util-linux procps postgresql)
+# Module name, then the pip requirement that provides it.
+python_packages=("websockets websockets==17.4" "schemathesis schemathesis==4.32.5")
 
 missing_apt=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_apt+=("$package")
 done
 missing_python=()
-for package in "${python_packages[@]}"; do
-  python3 -c "import ${package}" 2>/dev/null || missing_python+=("$package")
+for entry in "${python_packages[@]}"; do
+  module=${entry%% *}
+  requirement=${entry#* }
+  python3 -c "import ${module}" 2>/dev/null || missing_python+=("$requirement")
 done
 
 if ! command -v cargo >/dev/null; then
