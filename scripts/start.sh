@@ -1,8 +1,36 @@
 #!/usr/bin/env bash
 # Sets up, builds in release mode and starts Veza with its embedded defaults:
-# the data plane on :8080 (HTTP and WebSocket). Ctrl-C stops it gracefully.
+#   - veza-controlplane: REST on 127.0.0.1:8081, embedded SQLite in var/,
+#     control protocol on the Unix socket var/control.sock;
+#   - veza-dataplane: HTTP and WebSocket on :8080, one shard per CPU,
+#     connected to the control plane over that socket.
+# Ctrl-C (or SIGTERM) stops both gracefully. Arguments go to veza-dataplane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p veza-dataplane
-exec ./target/release/veza-dataplane "$@"
+cargo build --release --locked -p veza-dataplane -p veza-controlplane
+
+data_dir=${VEZA_SERVER_DATA_DIR:-var}
+mkdir -p "$data_dir"
+socket="$data_dir/control.sock"
+
+VEZA_SERVER_DATA_DIR="$data_dir" ./target/release/veza-controlplane &
+control_pid=$!
+stop_all() {
+  [ -n "${data_pid:-}" ] && kill -TERM "$data_pid" 2>/dev/null || true
+  kill -TERM "$control_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT INT TERM
+
+# The data plane reconnects with backoff anyway; waiting here only keeps the
+# first log lines tidy.
+for _ in $(seq 1 100); do
+  [ -S "$socket" ] && break
+  kill -0 "$control_pid" 2>/dev/null || { echo "start: veza-controlplane exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+VEZA_CONTROL_ADDRESS="unix:$(realpath "$socket")" ./target/release/veza-dataplane "$@" &
+data_pid=$!
+wait "$data_pid"

@@ -172,3 +172,47 @@ impl Config {
         PathBuf::from(&self.server.data_dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/veza-controlplane.toml");
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(
+            config,
+            Config::default(),
+            "deploy/veza-controlplane.toml must document the defaults"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for ((section, key), _) in config_layers::known_keys::<Config>() {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "{section}.{key} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let env = |key: &str, value: &str| vec![(key.to_string(), value.to_string())];
+        for (key, value, named) in [
+            ("VEZA_SERVER_LISTEN_PORT", "x", "server.listen_port"),
+            (
+                "VEZA_SERVER_DATABASE_URL",
+                "mysql://x",
+                "server.database_url",
+            ),
+            (
+                "VEZA_AUTH_ACCESS_TOKEN_TTL_SECONDS",
+                "-5",
+                "auth.access_token_ttl_seconds",
+            ),
+        ] {
+            let error = Config::load(None, env(key, value)).unwrap_err().to_string();
+            assert!(error.contains(named), "{error} should name {named}");
+        }
+    }
+}
