@@ -1,0 +1,34 @@
+//! Veza's benchmark kit: a load generator, the servers it is compared with,
+//! and one module per scenario. The `veza-bench` binary is a thin CLI over
+//! this library.
+//!
+//! Codemap:
+//!
+//! - [`load_generator`]: the reusable client side. Pinned std threads that
+//!   each run a tokio `current_thread` runtime ([`load_generator::client_threads`]),
+//!   a hand-written WebSocket client ([`load_generator::websocket_client`]),
+//!   latency histograms ([`load_generator::latency`]) and stamped, verifiable
+//!   payloads ([`load_generator::echo_payload`]).
+//! - [`server_process`]: starts a server binary pinned with `taskset`, waits
+//!   until it is ready, reads its CPU seconds and RSS from `/proc`, stops it
+//!   by PID.
+//! - [`proc_stat`]: CPU seconds and RSS of a process, and the machine's
+//!   CPU time, from `/proc`.
+//! - [`scenario`]: one module per scenario (`ws_echo` today); each turns its
+//!   options into runs of servers and load and returns [`report`] rows.
+//! - [`report`]: the machine description, the human table and the JSON file.
+//!
+//! Architecture Invariant: the load generator never measures a server's CPU
+//! and the server process module never generates load; a scenario joins them
+//! over one measurement window ([`load_generator::client_threads::MeasurementWindow`]).
+//!
+//! Architecture Invariant: every load run is bounded in time. Sending stops
+//! at the end of the window and waiting for replies stops at the drain
+//! deadline, whatever the server does.
+#![warn(missing_docs)]
+
+pub mod load_generator;
+pub mod proc_stat;
+pub mod report;
+pub mod scenario;
+pub mod server_process;

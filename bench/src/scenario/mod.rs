@@ -1,0 +1,7 @@
+//! One module per scenario. Each takes its options, starts the servers it
+//! compares, runs load through [`crate::load_generator`], and returns
+//! [`crate::report`] rows.
+//!
+//! - [`ws_echo`]: WebSocket echo, Veza against tokio-tungstenite.
+
+pub mod ws_echo;
