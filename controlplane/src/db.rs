@@ -29,8 +29,16 @@ pub enum Backend {
 pub struct Database {
     /// The connection pool.
     pub pool: AnyPool,
+    /// Where write transactions run. SQLite admits one writer at a time: a
+    /// single-connection pool makes concurrent writers queue fairly for it,
+    /// instead of spinning in SQLite's busy handler until `busy_timeout`
+    /// fails them with "database is locked". On PostgreSQL it is `pool`.
+    write_pool: AnyPool,
     backend: Backend,
 }
+
+/// How long a write transaction may wait for SQLite's single writer.
+const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -76,34 +84,37 @@ impl Database {
         } else {
             Backend::Postgres
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(connections_max)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; synchronous=FULL
-                        // fsyncs each commit, so an acknowledged write survives a
-                        // crash of the process or of the machine.
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                                 PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-                            )
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(backend, connections_max, Duration::from_secs(10))
             .connect(&url)
             .await
             .map_err(DatabaseError::Connect)?;
+        let write_pool = match backend {
+            Backend::Sqlite => pool_options(backend, 1, WRITE_ACQUIRE_TIMEOUT)
+                .connect(&url)
+                .await
+                .map_err(DatabaseError::Connect)?,
+            Backend::Postgres => pool.clone(),
+        };
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&pool).await?;
-        Ok(Self { pool, backend })
+        migrator.run(&write_pool).await?;
+        Ok(Self {
+            pool,
+            write_pool,
+            backend,
+        })
+    }
+
+    /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE` on the single
+    /// writer connection, so the write lock is taken up front, never upgraded
+    /// half-way).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.write_pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write_pool.begin().await,
+        }
     }
 
     /// The engine behind the pool.
@@ -122,4 +133,30 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn pool_options(
+    backend: Backend,
+    connections_max: u32,
+    acquire_timeout: Duration,
+) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(connections_max)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the writer; synchronous=FULL
+                    // fsyncs each commit, so an acknowledged write survives a
+                    // crash of the process or of the machine.
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+                        )
+                        .await?;
+                }
+                Ok(())
+            })
+        })
 }

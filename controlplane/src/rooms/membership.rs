@@ -152,7 +152,7 @@ async fn join_room(
     if access.rights.role.is_none() && access.is_dm {
         return Err(ApiError::not_found("no such room"));
     }
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let added = add_member(&state, &mut transaction, room_id, auth.user_id).await?;
     transaction.commit().await?;
     if added {
@@ -202,7 +202,7 @@ async fn invite_to_room(
             "that user is banned from this room until the ban ends or is lifted",
         ));
     }
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let added = add_member(&state, &mut transaction, room_id, request.user_id).await?;
     if added {
         record(
@@ -370,7 +370,7 @@ async fn set_role(
         from: target_role,
         to: request.role,
     };
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     change_role(&mut transaction, &change).await?;
     transaction.commit().await?;
     state

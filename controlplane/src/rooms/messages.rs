@@ -153,7 +153,7 @@ pub async fn persist_batch(db: &Database, changes: &[MessageChange]) -> Result<(
     if changes.is_empty() {
         return Ok(());
     }
-    let mut transaction = super::begin_write(db).await?;
+    let mut transaction = db.begin_write().await?;
     // Runs of new messages (the common case) go in multi-row inserts; every
     // other change is applied in order between them.
     let mut new_messages: Vec<&NewMessage> = Vec::with_capacity(MESSAGES_PER_INSERT_MAX);

@@ -29,7 +29,6 @@ use utoipa_axum::router::OpenApiRouter;
 use veza_codec::config_layers;
 
 use crate::config::ConfigError;
-use crate::db::{Backend, Database};
 use crate::state::AppState;
 
 mod membership;
@@ -191,19 +190,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(search::router())
         .merge(settings::router())
-}
-
-/// Begins a transaction that will write. On SQLite it takes the write lock
-/// at once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
-/// writes can fail with SQLITE_BUSY when another writer went first, which
-/// the busy timeout does not cover.
-pub(crate) async fn begin_write(
-    db: &Database,
-) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    match db.backend() {
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => db.pool.begin().await,
-    }
 }
 
 #[cfg(test)]

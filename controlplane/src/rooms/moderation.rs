@@ -233,7 +233,7 @@ async fn kick(
         return Err(ApiError::validation("user_id is not a member of this room"));
     };
     let checked = check_sanction(&state, None, request.reason.as_deref())?;
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let removed =
         sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2 AND role = $3")
             .bind(room_id)
@@ -371,7 +371,7 @@ async fn impose(
     checked: CheckedSanction,
 ) -> Result<SanctionView, ApiError> {
     let now = now_ms();
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     sqlx::query(&format!(
         "INSERT INTO {table} (room_id, user_id, until_ms, reason, {by}, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) \
@@ -429,7 +429,7 @@ async fn lift(
     user_id: i64,
     kind: SanctionKind,
 ) -> Result<(), ApiError> {
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     sqlx::query(&format!(
         "DELETE FROM {} WHERE room_id = $1 AND user_id = $2",
         kind.table()

@@ -192,7 +192,7 @@ async fn create_room(
                 .slow_mode_default_seconds
         }
     };
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let (owned,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM room_members WHERE user_id = $1 AND role = 'owner'")
             .bind(auth.user_id)
@@ -370,7 +370,7 @@ async fn update_room(
         .slow_mode_seconds
         .map(|seconds| check_slow_mode(&state, seconds))
         .transpose()?;
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     sqlx::query(
         "UPDATE rooms SET name = COALESCE($2, name), topic = COALESCE($3, topic), \
            slow_mode_seconds = COALESCE($4, slow_mode_seconds), is_public = COALESCE($5, is_public), \
@@ -420,7 +420,7 @@ async fn delete_room(
     access(&state.db, room_id, auth.user_id)
         .await?
         .require(Action::DeleteRoom, None)?;
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     // Messages first, row by row, so the SQLite full-text index's delete
     // trigger sees each one (cascades would do it too, but this does not
     // depend on how the engine fires triggers for foreign-key actions).
@@ -473,7 +473,7 @@ async fn open_direct_messages(
     );
     let dm_key = format!("{low}:{high}");
     let now = now_ms();
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let created = sqlx::query(
         "INSERT INTO rooms (kind, name, topic, is_public, slow_mode_seconds, dm_key, created_at_ms, updated_at_ms) \
          VALUES ('dm', '', '', 0, 0, $1, $2, $2) ON CONFLICT (dm_key) DO NOTHING",

@@ -207,7 +207,7 @@ async fn put_settings(
     }
     let text = serde_json::to_string(&request.settings).map_err(ApiError::internal)?;
     let now = now_ms();
-    let mut transaction = super::begin_write(&state.db).await?;
+    let mut transaction = state.db.begin_write().await?;
     let (current_version,): (i64,) =
         sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM runtime_settings")
             .fetch_one(&mut *transaction)
