@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use veza_bench::report::{compute_ratios, table, MachineDescription, ScenarioReport};
+use veza_bench::scenario::control_persist::cli::{run_from_cli, ControlPersistArgs};
 use veza_bench::scenario::ws_echo::{self, EchoServer, LoadMode, WsEchoOptions};
 
 #[global_allocator]
@@ -23,6 +24,8 @@ struct Cli {
 enum Scenario {
     /// WebSocket echo: Veza against a tokio-tungstenite echo server.
     WsEcho(WsEchoArgs),
+    /// Persisted messages per second through the control protocol, on SQLite and PostgreSQL.
+    ControlPersist(ControlPersistArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::WsEcho(args) => run_ws_echo(args),
+        Scenario::ControlPersist(args) => run_from_cli(args),
     }
 }
 

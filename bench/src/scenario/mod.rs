@@ -3,5 +3,8 @@
 //! [`crate::report`] rows.
 //!
 //! - [`ws_echo`]: WebSocket echo, Veza against tokio-tungstenite.
+//! - [`control_persist`]: persisted messages per second through the control
+//!   protocol, on SQLite and PostgreSQL.
 
+pub mod control_persist;
 pub mod ws_echo;
