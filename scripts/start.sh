@@ -17,9 +17,14 @@ socket="$data_dir/control.sock"
 VEZA_SERVER_DATA_DIR="$data_dir" ./target/release/veza-controlplane &
 control_pid=$!
 stop_all() {
-  [ -n "${data_pid:-}" ] && kill -TERM "$data_pid" 2>/dev/null || true
+  # The data plane first (it drains its connections), then the control plane
+  # it was talking to.
+  if [ -n "${data_pid:-}" ]; then
+    kill -TERM "$data_pid" 2>/dev/null || true
+    wait "$data_pid" 2>/dev/null || true
+  fi
   kill -TERM "$control_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait "$control_pid" 2>/dev/null || true
 }
 trap stop_all EXIT INT TERM
 
