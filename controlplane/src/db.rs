@@ -1,7 +1,7 @@
 //! The database: embedded SQLite by default (a file in the data directory,
 //! WAL mode, created on first start), PostgreSQL when `server.database_url`
 //! points at one. Both go through one `sqlx::AnyPool`, so queries are written
-//! once in the SQL both accept (`$1` placeholders, `RETURNING`, `ON CONFLICT`;
+//! once in the SQL both accept (`$1` bind parameters, `RETURNING`, `ON CONFLICT`;
 //! integers as BIGINT, booleans as 0/1 integers, times as unix milliseconds).
 //! Where the dialects differ (full-text search), code asks [`Database::backend`].
 //!

@@ -306,10 +306,10 @@ fn insert_messages_sql(rows: usize) -> String {
     const COLUMNS: usize = 8;
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let placeholders: Vec<String> = (1..=COLUMNS)
+            let parameters: Vec<String> = (1..=COLUMNS)
                 .map(|column| format!("${}", row * COLUMNS + column))
                 .collect();
-            format!("({})", placeholders.join(", "))
+            format!("({})", parameters.join(", "))
         })
         .collect();
     format!(
