@@ -20,6 +20,10 @@ use crate::metrics::{LimitKind, ShardMetrics};
 use crate::routes::{route, Response, Routed};
 use crate::shard::Shard;
 
+/// Answers to pipelined requests kept before they are written: past it the
+/// pending answers are flushed before the next request is parsed.
+const PIPELINED_OUTPUT_BYTES_MAX: usize = 64 * 1024;
+
 /// How a read ended.
 pub enum ReadOutcome {
     /// Bytes arrived.
@@ -271,6 +275,14 @@ impl HttpConnection {
                     self.write_response(&response, keep_alive, head.is_head());
                     if !keep_alive {
                         return Ok(false);
+                    }
+                    // Pipelined requests are answered with one write, but a
+                    // buffer full of small requests for large answers must
+                    // not make the server hold megabytes for one client.
+                    if self.out.len() >= PIPELINED_OUTPUT_BYTES_MAX
+                        && !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await
+                    {
+                        return Err(HttpOutcome::Ended);
                     }
                 }
                 Routed::Upgrade(accepted) => {

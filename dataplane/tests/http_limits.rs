@@ -490,6 +490,31 @@ fn pipelined_requests_in_one_write_are_answered_in_order_on_the_same_connection(
 }
 
 #[test]
+fn pipelined_requests_whose_answers_outgrow_the_output_bound_all_arrive_in_order() {
+    for_each_driver(|driver| {
+        let server = TestServer::start(driver, &[]);
+        let mut connection = HttpConnection::open(server.addr());
+        // 64 echoes of 4 KiB each: 256 KiB of answers, four times the
+        // 64 KiB the server keeps before flushing mid-pipeline.
+        let mut requests = Vec::new();
+        for index in 0..64u8 {
+            requests.extend(post_request("/v1/echo", &[index; 4096]));
+        }
+        connection.send(&requests);
+        for index in 0..64u8 {
+            let response = connection.read_response();
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                response.body,
+                vec![index; 4096],
+                "answer {index} out of order or damaged"
+            );
+        }
+        assert_eq!(connection.request(&get_request("/health")).status, 200);
+    });
+}
+
+#[test]
 fn head_answers_the_headers_of_get_without_a_body() {
     for_each_driver(|driver| {
         let server = TestServer::start(driver, &[]);
