@@ -29,7 +29,7 @@
 //! means for its message (a metrics scrape marks the shard as missing; later,
 //! chat fan-out applies backpressure). Nothing blocks, nothing grows.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -251,11 +251,6 @@ impl<T> MeshEndpoint<T> {
         Ok(())
     }
 
-    /// Whether sends are staged and not yet published.
-    pub fn has_staged(&self) -> bool {
-        self.any_staged
-    }
-
     /// Publishes every staged batch and rings the doorbell of each receiving
     /// shard that is asleep.
     pub fn flush(&mut self) {
@@ -334,17 +329,6 @@ impl<T> MeshEndpoint<T> {
         self.shared.doorbells[self.shard_idx]
             .sleeping
             .store(false, Ordering::Relaxed);
-    }
-}
-
-/// Drains doorbell bytes after a wake-up (non-blocking; for tests and for the
-/// std side of the doorbell).
-pub fn drain_doorbell_bytes(reader: &mut UnixStream) {
-    let mut scratch = [0u8; 64];
-    while let Ok(n) = reader.read(&mut scratch) {
-        if n < scratch.len() {
-            break;
-        }
     }
 }
 
