@@ -2,7 +2,7 @@
 //! `{"error": "<stable_name>", "detail": "<sentence>"}` (the same shape the
 //! data plane answers with, from `veza_proto::error_body`).
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -147,15 +147,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", detail)
         }
-        JsonRejection::BytesRejection(_) if rejection_is_too_large(&detail) => ApiError::new(
+        JsonRejection::BytesRejection(BytesRejection::FailedToBufferBody(
+            FailedToBufferBody::LengthLimitError(_),
+        )) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "the request body is over server.request_body_bytes_max",
         ),
         _ => ApiError::bad_request(detail),
     }
-}
-
-fn rejection_is_too_large(detail: &str) -> bool {
-    detail.contains("length limit") || detail.contains("too large")
 }
