@@ -26,6 +26,21 @@ pub const INTERNAL_ERROR: u16 = 1011;
 /// Reserved: TLS handshake failure. Never sent on the wire.
 pub const TLS_HANDSHAKE: u16 = 1015;
 
+/// Veza: the access token in `Auth` is invalid (bad signature, unknown key,
+/// malformed). Do not retry with the same token: log in again.
+pub const AUTH_FAILED: u16 = 4001;
+/// Veza: the access token in `Auth` has expired. Refresh it
+/// (`POST /v1/sessions/refresh`) and reconnect.
+pub const TOKEN_EXPIRED: u16 = 4002;
+/// Veza: the access token was revoked, either when presented in `Auth` or
+/// later, when the control plane pushed the revocation (the connection is
+/// then closed). Log in again.
+pub const TOKEN_REVOKED: u16 = 4003;
+/// Veza: no `Auth` arrived within the server's configured auth deadline.
+pub const AUTH_TIMEOUT: u16 = 4004;
+/// Veza: the data plane has no control plane connection to verify tokens
+/// with. Nothing is wrong with the token: reconnect with backoff.
+pub const CHAT_UNAVAILABLE: u16 = 4005;
 /// Veza: the connection's send queue passed its hard bound because the client
 /// did not read fast enough. Nothing persisted is lost: reconnect and resume.
 pub const SEND_QUEUE_OVERFLOW: u16 = 4008;
@@ -57,10 +72,16 @@ mod tests {
             NORMAL,
             GOING_AWAY,
             PROTOCOL_ERROR,
+            UNSUPPORTED_DATA,
             INVALID_PAYLOAD,
             POLICY_VIOLATION,
             MESSAGE_TOO_BIG,
             INTERNAL_ERROR,
+            AUTH_FAILED,
+            TOKEN_EXPIRED,
+            TOKEN_REVOKED,
+            AUTH_TIMEOUT,
+            CHAT_UNAVAILABLE,
             SEND_QUEUE_OVERFLOW,
             PING_TIMEOUT,
         ] {
