@@ -27,7 +27,11 @@
 //! deadline, whatever the server does.
 #![warn(missing_docs)]
 
+pub mod chat_client;
+pub mod chat_servers;
+pub mod control_api;
 pub mod load_generator;
+pub mod nats_client;
 pub mod proc_stat;
 pub mod report;
 pub mod scenario;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use veza_bench::report::{compute_ratios, table, MachineDescription, ScenarioReport};
+use veza_bench::scenario::chat_fanout::cli::ChatFanoutArgs;
 use veza_bench::scenario::control_persist::cli::{run_from_cli, ControlPersistArgs};
 use veza_bench::scenario::ws_echo::{self, EchoServer, LoadMode, WsEchoOptions};
 
@@ -26,6 +27,8 @@ enum Scenario {
     WsEcho(WsEchoArgs),
     /// Persisted messages per second through the control protocol, on SQLite and PostgreSQL.
     ControlPersist(ControlPersistArgs),
+    /// Chat room fan-out: Veza (protocol v1) against nats-server over WebSocket.
+    ChatFanout(ChatFanoutArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::WsEcho(args) => run_ws_echo(args),
         Scenario::ControlPersist(args) => run_from_cli(args),
+        Scenario::ChatFanout(args) => veza_bench::scenario::chat_fanout::cli::run_from_cli(args),
     }
 }
 

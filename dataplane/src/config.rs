@@ -43,6 +43,8 @@ pub struct Config {
     pub debug: DebugConfig,
     /// The connection to the control plane.
     pub control: ControlConfig,
+    /// Chat rooms: backlogs, persistence, subscriptions, authentication.
+    pub chat: ChatConfig,
 }
 
 /// Log line format.
@@ -121,6 +123,9 @@ pub struct LimitsConfig {
     pub websocket_message_bytes_max: usize,
     /// Bytes queued for one connection; past it close 4008.
     pub send_queue_bytes_max: usize,
+    /// Bytes queued for one connection past which it stops receiving
+    /// ephemeral chat events (typing, presence).
+    pub send_queue_soft_bytes: usize,
     /// Idle time after which the server pings a WebSocket peer.
     pub websocket_ping_interval_ms: u64,
     /// Time a pinged peer has to send anything before it is closed with 4009.
@@ -148,6 +153,7 @@ impl Default for LimitsConfig {
             websocket_frame_bytes_max: 1_048_576,
             websocket_message_bytes_max: 4_194_304,
             send_queue_bytes_max: 4_194_304,
+            send_queue_soft_bytes: 1_048_576,
             websocket_ping_interval_ms: 30_000,
             websocket_pong_timeout_ms: 10_000,
             lingering_close_ms: 2_000,
@@ -171,6 +177,56 @@ impl Default for MeshConfig {
         Self {
             ring_capacity: 4_096,
             drain_batch_max: 256,
+        }
+    }
+}
+
+/// `[chat]`: every bound of the chat layer. Rate limits and the message size
+/// come from the control plane's runtime settings instead (changed live).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Time a new chat connection has to send `Auth`; past it close 4004.
+    pub auth_timeout_ms: u64,
+    /// Events a room's owner shard keeps in memory for resume (messages,
+    /// edits, deletes, reactions). Events not yet persisted are never evicted.
+    pub room_backlog_max: usize,
+    /// Changes an owner shard holds waiting for the control plane to commit
+    /// them; past it sends are refused with `Unavailable`.
+    pub persist_queue_max: usize,
+    /// Changes in one `PersistBatch` (group commit).
+    pub persist_batch_max: usize,
+    /// Rooms one connection may be subscribed to.
+    pub subscriptions_per_connection_max: usize,
+    /// Commands refused in a row for rate limiting before the connection is
+    /// closed with 1008.
+    pub rate_limit_strikes_max: u32,
+    /// How long an owner shard trusts a cached permission lookup (pushes
+    /// invalidate it sooner).
+    pub rights_cache_ttl_ms: u64,
+    /// Most messages replayed on a resume; a client further behind pages
+    /// with `History`.
+    pub resume_messages_max: usize,
+    /// Commands waiting at one room's owner; past it `Unavailable`.
+    pub room_queue_max: usize,
+    /// Cross-shard chat messages held for a full ring, per destination
+    /// shard; past it they are dropped and counted.
+    pub mesh_retry_max: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout_ms: 10_000,
+            room_backlog_max: 1_024,
+            persist_queue_max: 16_384,
+            persist_batch_max: 512,
+            subscriptions_per_connection_max: 256,
+            rate_limit_strikes_max: 32,
+            rights_cache_ttl_ms: 60_000,
+            resume_messages_max: 1_000,
+            room_queue_max: 8_192,
+            mesh_retry_max: 65_536,
         }
     }
 }
@@ -318,7 +374,7 @@ impl Config {
     /// Checks every value's range. Types were already checked by serde.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
-        let positive: [(&str, u64); 15] = [
+        let positive: [(&str, u64); 23] = [
             (
                 "limits.connections_per_shard_max",
                 limits.connections_per_shard_max as u64,
@@ -364,6 +420,20 @@ impl Config {
             ("mesh.drain_batch_max", self.mesh.drain_batch_max as u64),
             ("stall.check_interval_ms", self.stall.check_interval_ms),
             ("stall.budget_ms", self.stall.budget_ms),
+            ("chat.auth_timeout_ms", self.chat.auth_timeout_ms),
+            ("chat.room_backlog_max", self.chat.room_backlog_max as u64),
+            ("chat.persist_queue_max", self.chat.persist_queue_max as u64),
+            ("chat.persist_batch_max", self.chat.persist_batch_max as u64),
+            (
+                "chat.subscriptions_per_connection_max",
+                self.chat.subscriptions_per_connection_max as u64,
+            ),
+            (
+                "chat.rate_limit_strikes_max",
+                self.chat.rate_limit_strikes_max as u64,
+            ),
+            ("chat.room_queue_max", self.chat.room_queue_max as u64),
+            ("chat.mesh_retry_max", self.chat.mesh_retry_max as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -378,6 +448,12 @@ impl Config {
         }
         if limits.read_buffer_bytes < 1024 {
             return Err(invalid("limits.read_buffer_bytes", "must be at least 1024"));
+        }
+        if limits.send_queue_soft_bytes > limits.send_queue_bytes_max {
+            return Err(invalid(
+                "limits.send_queue_soft_bytes",
+                "must be at most limits.send_queue_bytes_max",
+            ));
         }
         if limits.websocket_message_bytes_max < limits.websocket_frame_bytes_max {
             return Err(invalid(

@@ -453,6 +453,17 @@ impl ControlClient {
         Ok(claims)
     }
 
+    /// The version of the runtime settings in force (0 before the first
+    /// fetch); cheap, for callers that cache what they derive from them.
+    pub fn config_version(&self) -> i64 {
+        self.state.borrow().config_version
+    }
+
+    /// Whether this shard holds at least one signing key (tokens can be verified).
+    pub fn has_signing_keys(&self) -> bool {
+        !self.state.borrow().signing_keys.is_empty()
+    }
+
     /// The runtime settings in force and their version (0 before the first fetch).
     pub fn settings(&self) -> (i64, RuntimeSettings) {
         let state = self.state.borrow();

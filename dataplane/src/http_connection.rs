@@ -102,6 +102,8 @@ struct HttpConnection {
     limits: RequestLimits,
     /// When the first byte of the request head being read arrived.
     head_started: Option<quanta::Instant>,
+    /// The client's address.
+    peer: SocketAddr,
 }
 
 /// What the HTTP phase ended with.
@@ -111,11 +113,11 @@ enum HttpOutcome {
     /// The server answered and closes: linger so the peer reads the answer.
     ClosedByServer,
     /// Switch to WebSocket.
-    Upgrade,
+    Upgrade(crate::websocket_session::WebSocketKind),
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _peer: SocketAddr, key: usize) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, key: usize) {
     let config_limits = &shard.process.config.limits;
     let limits = RequestLimits {
         head_bytes_max: config_limits.http_head_bytes_max,
@@ -130,11 +132,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _peer: SocketAddr, key: 
         stream,
         limits,
         head_started: None,
+        peer,
     };
     match connection.run().await {
-        HttpOutcome::Upgrade => {
+        HttpOutcome::Upgrade(kind) => {
             let HttpConnection { stream, buffer, .. } = connection;
-            crate::websocket_session::run(shard.clone(), stream, buffer, key).await;
+            crate::websocket_session::run(shard.clone(), stream, buffer, key, kind).await;
         }
         HttpOutcome::ClosedByServer => {
             let fd = connection.stream.as_raw_fd();
@@ -263,7 +266,7 @@ impl HttpConnection {
             };
             self.head_started = (!self.buffer.is_empty()).then(quanta::Instant::now);
             let keep_alive = head.keep_alive && !self.shard.shutdown.is_set();
-            match route(&self.shard, &head, body).await {
+            match route(&self.shard, &head, body, self.peer.ip()).await {
                 Routed::Response(mut response) => {
                     let keep_alive = keep_alive && !response.close_connection;
                     if keep_alive && head.version_minor == 0 {
@@ -285,7 +288,7 @@ impl HttpConnection {
                         return Err(HttpOutcome::Ended);
                     }
                 }
-                Routed::Upgrade(accepted) => {
+                Routed::Upgrade(accepted, kind) => {
                     veza_codec::websocket::handshake::write_switching_protocols(
                         &accepted,
                         &mut self.out,
@@ -293,7 +296,7 @@ impl HttpConnection {
                     if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
                         return Ok(false);
                     }
-                    return Err(HttpOutcome::Upgrade);
+                    return Err(HttpOutcome::Upgrade(kind));
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! hot path.
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod config;
 pub mod control_client;
 pub mod http_connection;

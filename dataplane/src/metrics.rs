@@ -35,11 +35,29 @@ pub enum LimitKind {
     SendQueueBytes,
     /// `limits.websocket_pong_timeout_ms`.
     PongTimeout,
+    /// `limits.send_queue_soft_bytes`: an ephemeral event was skipped.
+    SendQueueSoftBytes,
+    /// `chat.auth_timeout_ms`.
+    ChatAuthTimeout,
+    /// The runtime setting `messages_per_second` / `message_burst`.
+    ChatSendRate,
+    /// The runtime setting `connections_per_ip_per_minute`.
+    ConnectionsPerIp,
+    /// `chat.persist_queue_max`.
+    ChatPersistQueue,
+    /// `chat.subscriptions_per_connection_max`.
+    ChatSubscriptions,
+    /// `chat.room_queue_max`.
+    ChatRoomQueue,
+    /// `chat.mesh_retry_max`: a cross-shard chat message was dropped.
+    ChatMeshRetry,
+    /// The runtime setting `message_bytes_max`.
+    ChatMessageBytes,
 }
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 11] = [
+    pub const ALL: [LimitKind; 20] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -51,6 +69,15 @@ impl LimitKind {
         LimitKind::WebsocketMessageBytes,
         LimitKind::SendQueueBytes,
         LimitKind::PongTimeout,
+        LimitKind::SendQueueSoftBytes,
+        LimitKind::ChatAuthTimeout,
+        LimitKind::ChatSendRate,
+        LimitKind::ConnectionsPerIp,
+        LimitKind::ChatPersistQueue,
+        LimitKind::ChatSubscriptions,
+        LimitKind::ChatRoomQueue,
+        LimitKind::ChatMeshRetry,
+        LimitKind::ChatMessageBytes,
     ];
 
     /// The `limit` label value.
@@ -67,6 +94,15 @@ impl LimitKind {
             LimitKind::WebsocketMessageBytes => "websocket_message_bytes",
             LimitKind::SendQueueBytes => "send_queue_bytes",
             LimitKind::PongTimeout => "websocket_pong_timeout",
+            LimitKind::SendQueueSoftBytes => "send_queue_soft_bytes",
+            LimitKind::ChatAuthTimeout => "chat_auth_timeout",
+            LimitKind::ChatSendRate => "chat_send_rate",
+            LimitKind::ConnectionsPerIp => "connections_per_ip",
+            LimitKind::ChatPersistQueue => "chat_persist_queue",
+            LimitKind::ChatSubscriptions => "chat_subscriptions",
+            LimitKind::ChatRoomQueue => "chat_room_queue",
+            LimitKind::ChatMeshRetry => "chat_mesh_retry",
+            LimitKind::ChatMessageBytes => "chat_message_bytes",
         }
     }
 
@@ -116,6 +152,20 @@ pub struct ShardMetrics {
     pub http_requests_total: AtomicU64,
     /// Loop stalls over the budget.
     pub stalls_total: AtomicU64,
+    /// Authenticated chat connections open.
+    pub chat_connections: AtomicI64,
+    /// Messages sequenced by rooms this shard owns.
+    pub chat_messages_sequenced_total: AtomicU64,
+    /// Chat event frames queued to local subscribers.
+    pub chat_deliveries_total: AtomicU64,
+    /// Persistence batches committed by the control plane.
+    pub chat_persist_batches_total: AtomicU64,
+    /// Persistence batches that failed and were retried.
+    pub chat_persist_failures_total: AtomicU64,
+    /// Changes waiting to be committed.
+    pub chat_persist_queue_depth: AtomicI64,
+    /// Rooms this shard owns (sequences) right now.
+    pub chat_rooms_owned: AtomicI64,
     limit_hits_total: [AtomicU64; LimitKind::ALL.len()],
     driver: AtomicU8,
     /// The shard accepts connections.
@@ -198,7 +248,7 @@ pub fn render_prometheus(
     missing_shards: &[usize],
 ) -> String {
     let mut out = String::with_capacity(8192);
-    let counters: [CounterSeries; 8] = [
+    let counters: [CounterSeries; 15] = [
         ("veza_connections_open", "gauge", "Open connections.", |m| {
             m.connections_open.load(Ordering::Relaxed)
         }),
@@ -243,6 +293,48 @@ pub fn render_prometheus(
             "counter",
             "Event-loop stalls over stall.budget_ms.",
             |m| m.stalls_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_chat_connections",
+            "gauge",
+            "Authenticated chat connections.",
+            |m| m.chat_connections.load(Ordering::Relaxed),
+        ),
+        (
+            "veza_chat_messages_sequenced_total",
+            "counter",
+            "Messages sequenced by rooms the shard owns.",
+            |m| m.chat_messages_sequenced_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_chat_deliveries_total",
+            "counter",
+            "Chat event frames queued to local subscribers.",
+            |m| m.chat_deliveries_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_chat_persist_batches_total",
+            "counter",
+            "Persistence batches committed.",
+            |m| m.chat_persist_batches_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_chat_persist_failures_total",
+            "counter",
+            "Persistence batches that failed and are retried.",
+            |m| m.chat_persist_failures_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_chat_persist_queue_depth",
+            "gauge",
+            "Changes waiting for the control plane to commit them.",
+            |m| m.chat_persist_queue_depth.load(Ordering::Relaxed),
+        ),
+        (
+            "veza_chat_rooms_owned",
+            "gauge",
+            "Rooms the shard sequences.",
+            |m| m.chat_rooms_owned.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, read) in counters {

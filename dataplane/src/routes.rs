@@ -18,6 +18,7 @@ use veza_proto::error_body::ErrorBody;
 
 use crate::metrics::{render_prometheus, RingReport};
 use crate::shard::Shard;
+use crate::websocket_session::WebSocketKind;
 
 /// Subprotocols `/v1/echo` offers, in preference order.
 pub const ECHO_SUBPROTOCOLS: &[&str] = &["veza.echo"];
@@ -69,7 +70,7 @@ pub enum Routed {
     /// Answer and carry on.
     Response(Response),
     /// Switch the connection to WebSocket.
-    Upgrade(Accepted),
+    Upgrade(Accepted, WebSocketKind),
 }
 
 fn method_not_allowed(allowed: &'static str) -> Routed {
@@ -84,7 +85,12 @@ fn method_not_allowed(allowed: &'static str) -> Routed {
 }
 
 /// Routes one request.
-pub async fn route(shard: &Shard, head: &RequestHead, body: Bytes) -> Routed {
+pub async fn route(
+    shard: &Shard,
+    head: &RequestHead,
+    body: Bytes,
+    peer: std::net::IpAddr,
+) -> Routed {
     let method = head.method.as_str();
     let is_read = matches!(method, "GET" | "HEAD");
     match head.path() {
@@ -92,8 +98,12 @@ pub async fn route(shard: &Shard, head: &RequestHead, body: Bytes) -> Routed {
         "/ready" if is_read => Routed::Response(ready(shard)),
         "/metrics" if is_read => Routed::Response(metrics(shard).await),
         "/health" | "/ready" | "/metrics" => method_not_allowed("GET, HEAD"),
+        "/v1/chat" => match method {
+            "GET" => chat_upgrade(shard, head, peer),
+            _ => method_not_allowed("GET"),
+        },
         "/v1/echo" => match method {
-            "GET" => upgrade(head),
+            "GET" => upgrade(head, ECHO_SUBPROTOCOLS, WebSocketKind::Echo),
             "POST" => Routed::Response(Response {
                 status: 200,
                 content_type: "application/octet-stream",
@@ -163,9 +173,52 @@ async fn metrics(shard: &Shard) -> Response {
     }
 }
 
-fn upgrade(head: &RequestHead) -> Routed {
-    match validate_upgrade(head, ECHO_SUBPROTOCOLS) {
-        Ok(accepted) => Routed::Upgrade(accepted),
+/// The chat upgrade: subprotocol `veza.v1` required, new connections per IP
+/// limited (429 with `Retry-After`).
+fn chat_upgrade(shard: &Shard, head: &RequestHead, peer: std::net::IpAddr) -> Routed {
+    let offers_chat =
+        head.header_has_token("sec-websocket-protocol", veza_proto::chat::SUBPROTOCOL);
+    if !offers_chat {
+        let mut response = Response::error(
+            400,
+            "subprotocol_required",
+            "offer the WebSocket subprotocol veza.v1 (Sec-WebSocket-Protocol)",
+        );
+        response.close_connection = true;
+        return Routed::Response(response);
+    }
+    if let Err(retry_after_ms) =
+        shard
+            .chat
+            .limits
+            .admit_connection(&shard.control, peer, shard.process.shard_count())
+    {
+        shard
+            .metrics
+            .limit_hit(crate::metrics::LimitKind::ConnectionsPerIp);
+        let seconds = retry_after_ms.div_ceil(1000).max(1);
+        let mut response = Response::error(
+            429,
+            "too_many_connections",
+            "too many new connections from this address; retry later",
+        )
+        .with_header("Retry-After", seconds.to_string());
+        response.close_connection = true;
+        return Routed::Response(response);
+    }
+    upgrade(head, CHAT_SUBPROTOCOLS, WebSocketKind::Chat)
+}
+
+/// Subprotocols `/v1/chat` offers.
+pub const CHAT_SUBPROTOCOLS: &[&str] = &[veza_proto::chat::SUBPROTOCOL];
+
+fn upgrade(
+    head: &RequestHead,
+    subprotocols: &'static [&'static str],
+    kind: WebSocketKind,
+) -> Routed {
+    match validate_upgrade(head, subprotocols) {
+        Ok(accepted) => Routed::Upgrade(accepted, kind),
         Err(error) => {
             let mut response = Response::error(error.status(), error.error_name(), error.detail());
             for (name, value) in error.response_headers() {

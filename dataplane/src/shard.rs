@@ -39,6 +39,8 @@ pub enum ShardMessage {
         /// A copy of the shard's histogram.
         loop_turn: Box<Histogram<u64>>,
     },
+    /// Chat: room commands, fan-out, replies, presence.
+    Chat(crate::chat::ChatMessage),
 }
 
 /// What every thread of the process shares. Read-mostly.
@@ -139,6 +141,8 @@ pub struct Shard {
     pub http_date: RefCell<veza_codec::http1::HttpDate>,
     /// This shard's connection to the control plane.
     pub control: Rc<crate::control_client::ControlClient>,
+    /// This shard's chat state.
+    pub chat: crate::chat::ChatShard,
 }
 
 impl Shard {
@@ -224,8 +228,26 @@ impl Shard {
         (merged, missing)
     }
 
-    fn handle_message(&self, source_shard: usize, message: ShardMessage) {
+    /// Sends `message` to another shard's ring; a full ring hands it back.
+    /// The mesh flusher publishes it at the end of this loop turn.
+    pub fn send_to_shard(
+        &self,
+        destination: usize,
+        message: ShardMessage,
+    ) -> Result<(), ShardMessage> {
+        let sent = self.mesh.borrow_mut().send(destination, message);
+        match sent {
+            Ok(()) => {
+                self.mesh_flush.notify();
+                Ok(())
+            }
+            Err(full) => Err(full.message),
+        }
+    }
+
+    fn handle_message(self: &Rc<Self>, source_shard: usize, message: ShardMessage) {
         match message {
+            ShardMessage::Chat(message) => crate::chat::send(self, self.idx, message),
             ShardMessage::MetricsRequest { request_id } => {
                 let reply = ShardMessage::MetricsReply {
                     request_id,
@@ -476,6 +498,7 @@ pub fn run_shard(start: ShardStart, process: Arc<ProcessShared>) -> std::io::Res
             &process.config.control,
             process.control_status[start.idx].clone(),
         )),
+        chat: crate::chat::ChatShard::new(process.shard_count()),
     });
     match &mut runtime {
         monoio::FusionRuntime::Uring(runtime) => {
@@ -498,6 +521,7 @@ async fn shard_main(
     if shard.control.is_configured() {
         monoio::spawn(crate::control_client::run(shard.control.clone()));
     }
+    crate::chat::start(&shard);
     let listener = monoio::net::TcpListener::from_std(listener)?;
     shard.metrics.serving.store(true, Ordering::Relaxed);
     accept_until_shutdown(&shard, &listener).await;

@@ -60,8 +60,19 @@ enum Flow {
     Stop,
 }
 
+/// What a WebSocket endpoint does with messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebSocketKind {
+    /// `/v1/echo`: every data message comes back.
+    Echo,
+    /// `/v1/chat`: protocol v1 (`proto/PROTOCOL.md`).
+    Chat,
+}
+
 struct Session {
     shard: Rc<Shard>,
+    /// `Some` on `/v1/chat`.
+    chat: Option<crate::chat::connection::ChatSession>,
     outbound: Rc<Outbound>,
     decoder: MessageDecoder,
     /// Frame headers are cut from this buffer so they share allocations.
@@ -71,7 +82,13 @@ struct Session {
 
 /// Runs a session on an upgraded connection. `buffer` holds bytes that
 /// arrived after the upgrade request.
-pub async fn run(shard: Rc<Shard>, stream: TcpStream, buffer: BytesMut, key: usize) {
+pub async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    buffer: BytesMut,
+    key: usize,
+    kind: WebSocketKind,
+) {
     let fd = stream.as_raw_fd();
     let limits = &shard.process.config.limits;
     let outbound = Outbound::new(limits.send_queue_bytes_max);
@@ -95,7 +112,10 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, buffer: BytesMut, key: usi
         last_received.clone(),
     ));
 
+    let chat = (kind == WebSocketKind::Chat)
+        .then(|| crate::chat::connection::ChatSession::new(shard.clone(), outbound.clone()));
     let mut session = Session {
+        chat,
         decoder: MessageDecoder::new(
             Role::Server,
             DecoderLimits {
@@ -109,6 +129,9 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, buffer: BytesMut, key: usi
         close_received: false,
     };
     let ended = session.read_loop(&mut reader, buffer, &last_received).await;
+    if let Some(chat) = session.chat.as_mut() {
+        chat.on_end();
+    }
 
     session_ended.notify();
     outbound.finish();
@@ -249,6 +272,24 @@ impl Session {
 
     fn on_message(&mut self, message: Message) -> Flow {
         match message {
+            Message::Text(_) if self.chat.is_some() => {
+                close_outbound(
+                    &self.outbound,
+                    close_code::UNSUPPORTED_DATA,
+                    "veza.v1 takes binary frames only",
+                );
+                Flow::Stop
+            }
+            Message::Binary(payload) if self.chat.is_some() => {
+                if self.outbound.state() != OutboundState::Open {
+                    return Flow::Continue;
+                }
+                let chat = self.chat.as_mut().expect("checked");
+                match chat.on_frame(&payload) {
+                    crate::chat::connection::ChatFlow::Continue => Flow::Continue,
+                    crate::chat::connection::ChatFlow::Closed => Flow::Stop,
+                }
+            }
             Message::Text(payload) => self.echo(Opcode::Text, payload),
             Message::Binary(payload) => self.echo(Opcode::Binary, payload),
             Message::Ping(payload) => self.send(Opcode::Pong, payload),

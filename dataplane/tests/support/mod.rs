@@ -19,6 +19,8 @@
 // Each test crate includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod chat;
+pub mod control_plane;
 pub mod http;
 pub mod metrics;
 pub mod raw_websocket;

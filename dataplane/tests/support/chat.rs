@@ -1,0 +1,165 @@
+//! Chat test world: a real control plane, a real two-shard data plane
+//! connected to it, accounts made over REST, and clients speaking protocol
+//! v1 through the Rust client library (`veza_bench::chat_client`).
+
+use std::time::Duration;
+
+use veza_bench::chat_client::{ChatClient, ChatClientError};
+use veza_bench::control_api::{ControlApi, RuntimeSettings, Session};
+use veza_proto::chat::{MessageEvent, ServerFrame};
+
+use super::control_plane::{data_plane_options, ControlPlane};
+use super::{Driver, TestServer};
+
+/// How long one client step may take.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A control plane and a data plane connected to it.
+pub struct ChatWorld {
+    /// The control plane (dropped after the data plane).
+    pub control: ControlPlane,
+    /// The data plane.
+    pub server: TestServer,
+    /// REST client of the control plane.
+    pub api: ControlApi,
+    /// The instance admin (the first account).
+    pub admin: Session,
+}
+
+impl ChatWorld {
+    /// Starts both processes on `driver` with extra data plane environment.
+    pub async fn start(driver: Driver, env: &[(&str, &str)]) -> ChatWorld {
+        let control = tokio::task::block_in_place(ControlPlane::start);
+        let options = data_plane_options(driver, &control).envs(env);
+        let server = tokio::task::block_in_place(|| options.start());
+        let api = ControlApi::new(format!("http://{}", control.rest_addr())).expect("REST client");
+        let admin = api
+            .register_and_login("admin")
+            .await
+            .expect("admin account");
+        let world = ChatWorld {
+            control,
+            server,
+            api,
+            admin,
+        };
+        world.set_settings(RuntimeSettings::unthrottled(4000)).await;
+        world
+    }
+
+    /// Replaces the runtime settings and waits until every shard applied them.
+    pub async fn set_settings(&self, settings: RuntimeSettings) {
+        let version = self
+            .api
+            .update_runtime_settings(&self.admin.access_token, &settings)
+            .await
+            .expect("settings update");
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let metrics = tokio::task::block_in_place(|| self.server.metrics());
+            let applied = (0..self.server.shards()).all(|shard| {
+                metrics.value(
+                    "veza_control_config_version",
+                    &[("shard", &shard.to_string())],
+                ) == Some(version as f64)
+            });
+            if applied {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "settings version {version} did not reach every shard"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The chat URL.
+    pub fn url(&self) -> String {
+        self.server.ws_url(veza_proto::chat::CHAT_PATH)
+    }
+
+    /// A new account, logged in.
+    pub async fn user(&self, name: &str) -> Session {
+        self.api.register_and_login(name).await.expect("account")
+    }
+
+    /// A connected, authenticated client of `session`.
+    pub async fn client(&self, session: &Session) -> ChatClient {
+        let mut client = ChatClient::connect(&self.url()).await.expect("connect");
+        client
+            .authenticate(&session.access_token, STEP)
+            .await
+            .expect("authenticate");
+        client
+    }
+
+    /// Authenticated chat connections per shard, from `/metrics`.
+    pub fn chat_connections_per_shard(&self) -> Vec<f64> {
+        let metrics = tokio::task::block_in_place(|| self.server.metrics());
+        (0..self.server.shards())
+            .map(|shard| {
+                metrics
+                    .value("veza_chat_connections", &[("shard", &shard.to_string())])
+                    .unwrap_or(0.0)
+            })
+            .collect()
+    }
+
+    /// Clients of `sessions` (round robin) until every shard holds at least
+    /// one and there are at least `count`; the kernel picks each
+    /// connection's shard, so this keeps connecting until both are used.
+    pub async fn clients_on_every_shard(
+        &self,
+        sessions: &[&Session],
+        count: usize,
+    ) -> Vec<(i64, ChatClient)> {
+        let mut clients = Vec::new();
+        for attempt in 0..64 {
+            let session = sessions[attempt % sessions.len()];
+            clients.push((session.user_id, self.client(session).await));
+            if clients.len() >= count
+                && self
+                    .chat_connections_per_shard()
+                    .iter()
+                    .all(|connections| *connections >= 1.0)
+            {
+                return clients;
+            }
+        }
+        panic!("64 connections never reached every shard");
+    }
+}
+
+/// The next `Message` event, skipping other events; fails on anything else
+/// that is not an event.
+pub async fn next_message(client: &mut ChatClient) -> MessageEvent {
+    loop {
+        match client.next_frame(STEP).await.expect("a frame") {
+            ServerFrame::Message(message) => return message,
+            ServerFrame::Typing { .. } | ServerFrame::Presence { .. } => continue,
+            other => panic!("expected a Message event, got {other:?}"),
+        }
+    }
+}
+
+/// The next frame that is not presence or typing.
+pub async fn next_non_ephemeral(client: &mut ChatClient) -> ServerFrame {
+    loop {
+        match client.next_frame(STEP).await.expect("a frame") {
+            ServerFrame::Typing { .. } | ServerFrame::Presence { .. } => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Waits for the server to close `client`; returns the close code.
+pub async fn closed_with(client: &mut ChatClient) -> u16 {
+    loop {
+        match client.next_frame(STEP).await {
+            Ok(_) => continue,
+            Err(ChatClientError::Closed { code, .. }) => return code,
+            Err(other) => panic!("expected a close, got {other}"),
+        }
+    }
+}
