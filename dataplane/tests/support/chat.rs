@@ -29,7 +29,16 @@ pub struct ChatWorld {
 impl ChatWorld {
     /// Starts both processes on `driver` with extra data plane environment.
     pub async fn start(driver: Driver, env: &[(&str, &str)]) -> ChatWorld {
-        let control = tokio::task::block_in_place(ControlPlane::start);
+        Self::start_with(driver, env, &[]).await
+    }
+
+    /// Starts both processes, with extra environment for each.
+    pub async fn start_with(
+        driver: Driver,
+        env: &[(&str, &str)],
+        control_env: &[(&str, &str)],
+    ) -> ChatWorld {
+        let control = tokio::task::block_in_place(|| ControlPlane::start_with(control_env));
         let options = data_plane_options(driver, &control).envs(env);
         let server = tokio::task::block_in_place(|| options.start());
         let api = ControlApi::new(format!("http://{}", control.rest_addr())).expect("REST client");
@@ -160,6 +169,91 @@ pub async fn closed_with(client: &mut ChatClient) -> u16 {
             Ok(_) => continue,
             Err(ChatClientError::Closed { code, .. }) => return code,
             Err(other) => panic!("expected a close, got {other}"),
+        }
+    }
+}
+
+impl ChatWorld {
+    /// A private room of `owner` with `members` invited into it.
+    pub async fn private_room(&self, owner: &Session, name: &str, members: &[&Session]) -> i64 {
+        let room_id = self
+            .api
+            .create_room(&owner.access_token, name, false)
+            .await
+            .expect("private room");
+        for member in members {
+            self.api
+                .invite(&owner.access_token, room_id, member.user_id)
+                .await
+                .expect("invite");
+        }
+        room_id
+    }
+
+    /// `GET /v1/rooms/{room}/read-marker` as `session`: the status and the
+    /// JSON body (`{"room_id", "seq", "last_seq"}` on 200).
+    pub async fn read_marker(&self, session: &Session, room_id: i64) -> (u16, serde_json::Value) {
+        let path = format!("/v1/rooms/{room_id}/read-marker");
+        tokio::task::block_in_place(|| {
+            self.control.rest(
+                "GET",
+                &path,
+                Some(&session.access_token),
+                serde_json::Value::Null,
+            )
+        })
+    }
+}
+
+/// The room an event belongs to; `None` for replies.
+pub fn event_room_id(frame: &ServerFrame) -> Option<i64> {
+    match frame {
+        ServerFrame::Message(message) => Some(message.room_id),
+        ServerFrame::Edited { room_id, .. }
+        | ServerFrame::Deleted { room_id, .. }
+        | ServerFrame::Reaction { room_id, .. }
+        | ServerFrame::Typing { room_id, .. }
+        | ServerFrame::Presence { room_id, .. }
+        | ServerFrame::Mention { room_id, .. }
+        | ServerFrame::Removed { room_id, .. } => Some(*room_id),
+        _ => None,
+    }
+}
+
+/// Reads frames for up to `timeout` until `pick` accepts one and returns
+/// what it made of it; the frames passed over are dropped. Fails naming
+/// `what` (and the frames passed over) when none comes.
+pub async fn wait_for<T>(
+    client: &mut ChatClient,
+    timeout: Duration,
+    what: &str,
+    mut pick: impl FnMut(&ServerFrame) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut passed_over = Vec::new();
+    // Bounded by the deadline.
+    loop {
+        match client.next_frame_until(deadline).await {
+            Ok(frame) => match pick(&frame) {
+                Some(found) => return found,
+                None => passed_over.push(frame),
+            },
+            Err(error) => panic!("waiting for {what}: {error}; passed over {passed_over:?}"),
+        }
+    }
+}
+
+/// Every frame that arrives within `window`: for checks that something
+/// does *not* arrive. A close fails the test.
+pub async fn frames_within(client: &mut ChatClient, window: Duration) -> Vec<ServerFrame> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut frames = Vec::new();
+    // Bounded by the deadline.
+    loop {
+        match client.next_frame_until(deadline).await {
+            Ok(frame) => frames.push(frame),
+            Err(ChatClientError::Timeout) => return frames,
+            Err(error) => panic!("while listening for {window:?}: {error}; got {frames:?}"),
         }
     }
 }

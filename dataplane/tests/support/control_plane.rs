@@ -53,6 +53,8 @@ pub fn control_plane_binary() -> &'static Path {
 /// its control socket at `<data_dir>/control.sock`.
 pub struct ControlPlane {
     child: Option<Child>,
+    /// Extra environment for the control plane.
+    env: Vec<(String, String)>,
     /// The control plane's data directory (database, keys, socket, log).
     pub data_dir: tempfile::TempDir,
     /// The REST port.
@@ -61,8 +63,17 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `VEZA_*` environment.
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let mut control = Self {
             child: None,
+            env: env
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
             data_dir: tempfile::tempdir().expect("data directory"),
             rest_port: free_loopback_port(),
         };
@@ -104,6 +115,7 @@ impl ControlPlane {
             .env("VEZA_SERVER_DATA_DIR", self.data_dir.path())
             .env("VEZA_AUTH_ARGON2_MEMORY_KIB", "64")
             .env("VEZA_AUTH_ARGON2_ITERATIONS", "1")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
