@@ -146,7 +146,11 @@ fn authentication_failures_close_with_their_documented_codes() {
                 .authenticate(&bob.access_token, STEP)
                 .await
                 .unwrap_err();
-            assert_eq!(error.close_code(), Some(close_code::TOKEN_REVOKED), "{error}");
+            assert_eq!(
+                error.close_code(),
+                Some(close_code::TOKEN_REVOKED),
+                "{error}"
+            );
 
             // An expired token (the TTL is 2 s here): 4002.
             tokio::time::sleep(Duration::from_millis(3_100)).await;
@@ -155,7 +159,11 @@ fn authentication_failures_close_with_their_documented_codes() {
                 .authenticate(&alice.access_token, STEP)
                 .await
                 .unwrap_err();
-            assert_eq!(error.close_code(), Some(close_code::TOKEN_EXPIRED), "{error}");
+            assert_eq!(
+                error.close_code(),
+                Some(close_code::TOKEN_EXPIRED),
+                "{error}"
+            );
         });
     });
 }
@@ -206,7 +214,10 @@ fn malformed_and_unknown_frames_get_errors_and_the_connection_survives() {
                 (&[0x02, 0], 0, ErrorCode::Malformed),
                 // Subscribe with trailing bytes.
                 (
-                    &[0x02, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xaa],
+                    &[
+                        0x02, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff,
+                        0xff, 0xff, 0xff, 0xaa,
+                    ],
                     9,
                     ErrorCode::Malformed,
                 ),
@@ -350,7 +361,10 @@ fn send_rate_limits_trigger_recover_and_close_persistent_abuse() {
                 assert_eq!(code, Some(close_code::POLICY_VIOLATION));
                 // Other connections of the same user are unaffected.
                 let mut other = world.client(&alice).await;
-                other.send_message(room, "still here", "", STEP).await.unwrap();
+                other
+                    .send_message(room, "still here", "", STEP)
+                    .await
+                    .unwrap();
             },
         );
     });
@@ -380,7 +394,11 @@ fn new_connections_per_ip_are_limited_with_429() {
         }
         let refused = refused.expect("a connection past the limit is refused");
         assert!(refused.contains("429"), "refused with 429: {refused}");
-        assert!(admitted.len() <= 4, "at most 4 admitted, got {}", admitted.len());
+        assert!(
+            admitted.len() <= 4,
+            "at most 4 admitted, got {}",
+            admitted.len()
+        );
         let metrics = tokio::task::block_in_place(|| world.server.metrics());
         assert!(metrics.sum("veza_limit_hits_total", &[("limit", "connections_per_ip")]) >= 1.0);
         // Admitted connections work.
@@ -448,7 +466,10 @@ fn a_client_that_stops_reading_is_closed_and_the_room_carries_on() {
                 );
                 // It resumes without a gap.
                 let mut resumed = world.client(&alice).await;
-                let (_, subscribed) = resumed.subscribe(room, total as i64 - 3, STEP).await.unwrap();
+                let (_, subscribed) = resumed
+                    .subscribe(room, total as i64 - 3, STEP)
+                    .await
+                    .unwrap();
                 assert_eq!(subscribed.head_seq, total as i64);
                 assert_eq!(subscribed.replayed, 3);
             },

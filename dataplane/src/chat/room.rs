@@ -287,18 +287,31 @@ impl OwnedRoom {
     async fn process(&self, shard: &Rc<Shard>, input: RoomInput) {
         let from = input.from;
         let request_id = request_id_of(&input.command);
+        let is_subscribe = matches!(input.command, RoomCommand::Subscribe { .. });
         if let Err(refusal) = self.apply(shard, input).await {
             if let (Some(conn), Some(request_id)) = (from, request_id) {
-                reply(
-                    shard,
-                    conn,
-                    error_frame(
-                        request_id,
-                        refusal.code,
-                        refusal.retry_after_ms,
-                        refusal.message,
-                    ),
+                let error = error_frame(
+                    request_id,
+                    refusal.code,
+                    refusal.retry_after_ms,
+                    refusal.message,
                 );
+                if is_subscribe {
+                    // Through the subscription path, so the connection
+                    // forgets the pending subscription (a retry may work).
+                    super::send(
+                        shard,
+                        conn.shard as usize,
+                        ChatMessage::SubscribeReply(Box::new(SubscribeReply {
+                            room_id: self.room_id,
+                            conn,
+                            request_id,
+                            outcome: Err(error),
+                        })),
+                    );
+                } else {
+                    reply(shard, conn, error);
+                }
             }
         }
     }
@@ -323,17 +336,17 @@ impl OwnedRoom {
                 Ok(())
             }
             RoomCommand::Recheck => {
-                self.state.borrow_mut().rights.remove(&user_id);
+                let before = self.state.borrow_mut().rights.remove(&user_id);
                 let rights = self.rights(shard, user_id).await?;
+                let was_member = before.is_some_and(|cached| cached.rights.role.is_some());
                 if !rights.room_exists {
                     self.room_gone(shard);
-                } else if rights.banned || !rights.can_read {
-                    let reason = if rights.banned {
-                        RemovedReason::Banned
-                    } else {
-                        RemovedReason::Kicked
-                    };
-                    self.remove_subscribers(shard, Some(user_id), reason);
+                } else if rights.banned {
+                    self.remove_subscribers(shard, Some(user_id), RemovedReason::Banned);
+                } else if !rights.can_read || (was_member && rights.role.is_none()) {
+                    // Kicked (or left) counts even in a public room, which
+                    // the user may then subscribe to again as a reader.
+                    self.remove_subscribers(shard, Some(user_id), RemovedReason::Kicked);
                 }
                 Ok(())
             }
@@ -488,11 +501,17 @@ impl OwnedRoom {
             }
             RoomCommand::Delete { request_id, seq } => {
                 let facts = self.message_facts(shard, seq, head_seq).await?;
-                if facts.author_id != user_id && !rights.can_delete_others {
-                    return Err(Refusal::new(
-                        ErrorCode::Forbidden,
-                        "you may delete only your own messages",
-                    ));
+                if facts.author_id != user_id {
+                    // Others' messages: only with the right, and only those
+                    // of authors of a strictly lower role (PERMISSIONS.md).
+                    let author = self.rights(shard, facts.author_id).await?;
+                    if !rights.can_delete_others || role_rank(author.role) >= role_rank(rights.role)
+                    {
+                        return Err(Refusal::new(
+                            ErrorCode::Forbidden,
+                            "you may delete only your own messages and those of lower roles",
+                        ));
+                    }
                 }
                 self.check_persist_room(shard)?;
                 let deleted_at_ms = now_ms();
@@ -627,7 +646,8 @@ impl OwnedRoom {
         if let Some(until_ms) = rights.muted_until_ms {
             let now = now_ms();
             if until_ms > now {
-                let wait = (until_ms - now).min(u32::MAX as i64) as u32;
+                // A mute without an end (stored as a far future) gets no hint.
+                let wait = u32::try_from(until_ms - now).unwrap_or(0);
                 return Err(Refusal {
                     code: ErrorCode::Muted,
                     retry_after_ms: wait,
@@ -998,6 +1018,18 @@ impl OwnedRoom {
     fn room_gone(&self, shard: &Rc<Shard>) {
         self.state.borrow_mut().deleted = true;
         self.remove_subscribers(shard, None, RemovedReason::RoomDeleted);
+    }
+}
+
+/// Higher is more powerful; no role (not a member) is lowest.
+fn role_rank(role: Option<veza_proto::control::Role>) -> u8 {
+    use veza_proto::control::Role;
+    match role {
+        None => 0,
+        Some(Role::Member) => 1,
+        Some(Role::Moderator) => 2,
+        Some(Role::Admin) => 3,
+        Some(Role::Owner) => 4,
     }
 }
 
