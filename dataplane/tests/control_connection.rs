@@ -7,19 +7,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::control_plane::{data_plane_options, ControlPlane};
-use support::http::{self, HttpConnection};
-use support::{eventually, for_each_driver, Driver, TestServer};
+use support::http;
+use support::{eventually, for_each_driver, free_loopback_port, ServerOptions, TestServer};
 
 /// How long a shard may take to (re)connect: the reconnect delay is capped
 /// at 400 ms in these tests, plus the control plane's start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+use support::control_plane::CONNECT_TIMEOUT;
 
 fn ready_status(addr: SocketAddr) -> Result<(u16, Value), String> {
     http::try_get(addr, "/ready", Duration::from_millis(500))

@@ -861,7 +861,8 @@ pub fn deliver_to_room(shard: &Rc<Shard>, room_id: i64, event: &Bytes, ephemeral
         Some(subscribers) => subscribers.clone(),
         None => return,
     };
-    let soft_bytes = shard.process.config.limits.send_queue_soft_bytes;
+    let limits = &shard.process.config.limits;
+    let soft_bytes = limits.send_queue_soft_bytes.min(limits.send_queue_bytes_max);
     let mut delivered = 0;
     for subscriber in &subscribers {
         if ephemeral && subscriber.outbound.queued_bytes() > soft_bytes {
