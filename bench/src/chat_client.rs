@@ -80,7 +80,7 @@ pub enum ChatClientError {
     Io(#[from] std::io::Error),
     /// The WebSocket layer failed (handshake refused, protocol error).
     #[error("websocket: {0}")]
-    WebSocket(tungstenite::Error),
+    WebSocket(Box<tungstenite::Error>),
     /// The server did not choose the subprotocol `veza.v1`.
     #[error("the server did not choose subprotocol {SUBPROTOCOL} (chose {chosen:?})")]
     SubprotocolRefused {
@@ -166,7 +166,7 @@ impl From<tungstenite::Error> for ChatClientError {
                     reason: "reset without a closing handshake".into(),
                 }
             }
-            other => ChatClientError::WebSocket(other),
+            other => ChatClientError::WebSocket(Box::new(other)),
         }
     }
 }
@@ -708,10 +708,14 @@ pub async fn open_stream(
     let mut request = url
         .into_client_request()
         .map_err(|error| invalid(&error.to_string()))?;
-    let address = socket_address(request.uri()).await.map_err(|reason| invalid(&reason))?;
+    let address = socket_address(request.uri())
+        .await
+        .map_err(|reason| invalid(&reason))?;
     if let Some(subprotocol) = subprotocol {
         let value = HeaderValue::from_str(subprotocol).map_err(|_| invalid("bad subprotocol"))?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", value);
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
     }
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -829,6 +833,8 @@ fn unexpected(expected: &'static str, frame: ServerFrame) -> ChatClientError {
 }
 
 #[cfg(test)]
+// tungstenite's handshake callback returns its own large error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
@@ -856,9 +862,10 @@ mod tests {
                 let offered = request.headers().get("Sec-WebSocket-Protocol").cloned();
                 assert_eq!(offered.unwrap(), SUBPROTOCOL);
                 if let Some(subprotocol) = subprotocol {
-                    response
-                        .headers_mut()
-                        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(subprotocol));
+                    response.headers_mut().insert(
+                        "Sec-WebSocket-Protocol",
+                        HeaderValue::from_static(subprotocol),
+                    );
                 }
                 Ok(response)
             };
@@ -882,7 +889,10 @@ mod tests {
     }
 
     async fn send_frame(socket: &mut ServerSocket, frame: ServerFrame) {
-        socket.send(Message::Binary(frame.to_bytes())).await.unwrap();
+        socket
+            .send(Message::Binary(frame.to_bytes()))
+            .await
+            .unwrap();
     }
 
     fn message(room_id: i64, seq: i64, body: &str) -> ServerFrame {
@@ -943,13 +953,34 @@ mod tests {
     async fn events_that_arrive_before_a_reply_are_kept_in_order() {
         let url = serve_one(Some(SUBPROTOCOL), |mut socket| async move {
             let command = receive_command(&mut socket).await;
-            let ClientFrame::Send { request_id, room_id, body, .. } = command else {
+            let ClientFrame::Send {
+                request_id,
+                room_id,
+                body,
+                ..
+            } = command
+            else {
                 panic!("Send expected");
             };
             assert_eq!(body, "hello");
             send_frame(&mut socket, message(9, 1, "first")).await;
-            send_frame(&mut socket, ServerFrame::Typing { room_id: 9, user_id: 3 }).await;
-            send_frame(&mut socket, ServerFrame::Sent { request_id, room_id, seq: 2 }).await;
+            send_frame(
+                &mut socket,
+                ServerFrame::Typing {
+                    room_id: 9,
+                    user_id: 3,
+                },
+            )
+            .await;
+            send_frame(
+                &mut socket,
+                ServerFrame::Sent {
+                    request_id,
+                    room_id,
+                    seq: 2,
+                },
+            )
+            .await;
             send_frame(&mut socket, message(9, 2, "hello")).await;
             let _ = socket.next().await;
         })
@@ -957,19 +988,31 @@ mod tests {
         let mut client = ChatClient::connect(&url).await.unwrap();
         let seq = client.send_message(9, "hello", "n-1", WAIT).await.unwrap();
         assert_eq!(seq, 2);
-        assert_eq!(client.next_frame(WAIT).await.unwrap(), message(9, 1, "first"));
         assert_eq!(
             client.next_frame(WAIT).await.unwrap(),
-            ServerFrame::Typing { room_id: 9, user_id: 3 }
+            message(9, 1, "first")
         );
-        assert_eq!(client.next_frame(WAIT).await.unwrap(), message(9, 2, "hello"));
+        assert_eq!(
+            client.next_frame(WAIT).await.unwrap(),
+            ServerFrame::Typing {
+                room_id: 9,
+                user_id: 3
+            }
+        );
+        assert_eq!(
+            client.next_frame(WAIT).await.unwrap(),
+            message(9, 2, "hello")
+        );
     }
 
     #[tokio::test]
     async fn subscribe_separates_replayed_messages_from_other_frames() {
         let url = serve_one(Some(SUBPROTOCOL), |mut socket| async move {
-            let ClientFrame::Subscribe { request_id, room_id, since_seq } =
-                receive_command(&mut socket).await
+            let ClientFrame::Subscribe {
+                request_id,
+                room_id,
+                since_seq,
+            } = receive_command(&mut socket).await
             else {
                 panic!("Subscribe expected");
             };
@@ -991,7 +1034,11 @@ mod tests {
         let (replayed, subscription) = client.subscribe(5, 0, WAIT).await.unwrap();
         assert_eq!(
             subscription,
-            Subscription { room_id: 5, head_seq: 2, replayed: 2 }
+            Subscription {
+                room_id: 5,
+                head_seq: 2,
+                replayed: 2
+            }
         );
         let bodies: Vec<&str> = replayed.iter().map(|event| event.body.as_str()).collect();
         assert_eq!(bodies, ["one", "two"]);
@@ -1057,12 +1104,15 @@ mod tests {
         let server = tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
             let choose = |_: &Request, mut response: Response| {
-                response
-                    .headers_mut()
-                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+                response.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    HeaderValue::from_static(SUBPROTOCOL),
+                );
                 Ok(response)
             };
-            let _socket = tokio_tungstenite::accept_hdr_async(tcp, choose).await.unwrap();
+            let _socket = tokio_tungstenite::accept_hdr_async(tcp, choose)
+                .await
+                .unwrap();
             peer.ip()
         });
         let source: IpAddr = "127.0.0.3".parse().unwrap();
@@ -1073,6 +1123,9 @@ mod tests {
     #[tokio::test]
     async fn a_url_without_a_host_is_invalid() {
         let error = ChatClient::connect("not a url").await.unwrap_err();
-        assert!(matches!(error, ChatClientError::InvalidUrl { .. }), "{error}");
+        assert!(
+            matches!(error, ChatClientError::InvalidUrl { .. }),
+            "{error}"
+        );
     }
 }

@@ -226,15 +226,29 @@ impl ControlApi {
         password: &str,
     ) -> Result<Account, ControlApiError> {
         let body = json!({"username": username, "email": email, "password": password});
-        self.call("register", reqwest::Method::POST, "/v1/accounts", None, Some(body), &[201])
-            .await
+        self.call(
+            "register",
+            reqwest::Method::POST,
+            "/v1/accounts",
+            None,
+            Some(body),
+            &[201],
+        )
+        .await
     }
 
     /// `POST /v1/sessions`: logs in (200).
     pub async fn login(&self, login: &str, password: &str) -> Result<Session, ControlApiError> {
         let body = json!({"login": login, "password": password});
-        self.call("log in", reqwest::Method::POST, "/v1/sessions", None, Some(body), &[200])
-            .await
+        self.call(
+            "log in",
+            reqwest::Method::POST,
+            "/v1/sessions",
+            None,
+            Some(body),
+            &[200],
+        )
+        .await
     }
 
     /// Registers `username` (email `<username>@example.org`, password
@@ -254,7 +268,14 @@ impl ControlApi {
     ) -> Result<i64, ControlApiError> {
         let body = json!({"name": name, "is_public": is_public});
         let room: Value = self
-            .call("create room", reqwest::Method::POST, "/v1/rooms", Some(token), Some(body), &[201])
+            .call(
+                "create room",
+                reqwest::Method::POST,
+                "/v1/rooms",
+                Some(token),
+                Some(body),
+                &[201],
+            )
             .await?;
         id_of("create room", &room)
     }
@@ -263,8 +284,15 @@ impl ControlApi {
     /// already a member).
     pub async fn join_room(&self, token: &str, room_id: i64) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/join");
-        self.call_ignoring_body("join room", reqwest::Method::POST, &path, Some(token), None, &[200])
-            .await
+        self.call_ignoring_body(
+            "join room",
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            None,
+            &[200],
+        )
+        .await
     }
 
     /// `POST /v1/rooms/{room}/invites`: adds a user to a room (moderators
@@ -277,8 +305,15 @@ impl ControlApi {
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/invites");
         let body = json!({"user_id": user_id});
-        self.call_ignoring_body("invite", reqwest::Method::POST, &path, Some(token), Some(body), &[200, 201])
-            .await
+        self.call_ignoring_body(
+            "invite",
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            Some(body),
+            &[200, 201],
+        )
+        .await
     }
 
     /// `POST /v1/dms`: the direct-message room with `other_user_id`
@@ -286,7 +321,14 @@ impl ControlApi {
     pub async fn open_dm(&self, token: &str, other_user_id: i64) -> Result<i64, ControlApiError> {
         let body = json!({"user_id": other_user_id});
         let room: Value = self
-            .call("open DM", reqwest::Method::POST, "/v1/dms", Some(token), Some(body), &[200, 201])
+            .call(
+                "open DM",
+                reqwest::Method::POST,
+                "/v1/dms",
+                Some(token),
+                Some(body),
+                &[200, 201],
+            )
             .await?;
         id_of("open DM", &room)
     }
@@ -301,8 +343,15 @@ impl ControlApi {
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/members/{user_id}/role");
         let body = json!({"role": role});
-        self.call_ignoring_body("set role", reqwest::Method::PUT, &path, Some(token), Some(body), &[200])
-            .await
+        self.call_ignoring_body(
+            "set role",
+            reqwest::Method::PUT,
+            &path,
+            Some(token),
+            Some(body),
+            &[200],
+        )
+        .await
     }
 
     /// `POST /v1/rooms/{room}/mutes` (201); `None`: until lifted.
@@ -315,8 +364,15 @@ impl ControlApi {
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/mutes");
         let body = json!({"user_id": user_id, "duration_seconds": duration_seconds});
-        self.call_ignoring_body("mute", reqwest::Method::POST, &path, Some(token), Some(body), &[201])
-            .await
+        self.call_ignoring_body(
+            "mute",
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            Some(body),
+            &[201],
+        )
+        .await
     }
 
     /// `DELETE /v1/rooms/{room}/mutes/{user}` (204).
@@ -327,8 +383,15 @@ impl ControlApi {
         user_id: i64,
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/mutes/{user_id}");
-        self.call_ignoring_body("unmute", reqwest::Method::DELETE, &path, Some(token), None, &[204])
-            .await
+        self.call_ignoring_body(
+            "unmute",
+            reqwest::Method::DELETE,
+            &path,
+            Some(token),
+            None,
+            &[204],
+        )
+        .await
     }
 
     /// `POST /v1/rooms/{room}/kicks` (204).
@@ -340,8 +403,15 @@ impl ControlApi {
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/kicks");
         let body = json!({"user_id": user_id});
-        self.call_ignoring_body("kick", reqwest::Method::POST, &path, Some(token), Some(body), &[204])
-            .await
+        self.call_ignoring_body(
+            "kick",
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            Some(body),
+            &[204],
+        )
+        .await
     }
 
     /// `POST /v1/rooms/{room}/bans` (201); `None`: for ever.
@@ -354,8 +424,15 @@ impl ControlApi {
     ) -> Result<(), ControlApiError> {
         let path = format!("/v1/rooms/{room_id}/bans");
         let body = json!({"user_id": user_id, "duration_seconds": duration_seconds});
-        self.call_ignoring_body("ban", reqwest::Method::POST, &path, Some(token), Some(body), &[201])
-            .await
+        self.call_ignoring_body(
+            "ban",
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            Some(body),
+            &[201],
+        )
+        .await
     }
 
     /// `GET /v1/admin/settings` (instance admins): the version and settings.
@@ -420,8 +497,15 @@ impl ControlApi {
         if !parameters.is_empty() {
             path = format!("{path}?{}", parameters.join("&"));
         }
-        self.call("read history", reqwest::Method::GET, &path, Some(token), None, &[200])
-            .await
+        self.call(
+            "read history",
+            reqwest::Method::GET,
+            &path,
+            Some(token),
+            None,
+            &[200],
+        )
+        .await
     }
 
     fn request(
@@ -430,7 +514,9 @@ impl ControlApi {
         path: &str,
         token: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base_url));
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
         match token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -512,10 +598,12 @@ async fn send(
 }
 
 fn id_of(step: &'static str, value: &Value) -> Result<i64, ControlApiError> {
-    value["id"].as_i64().ok_or_else(|| ControlApiError::Malformed {
-        step,
-        body: value.to_string(),
-    })
+    value["id"]
+        .as_i64()
+        .ok_or_else(|| ControlApiError::Malformed {
+            step,
+            body: value.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -526,7 +614,10 @@ mod tests {
 
     /// Serves one HTTP request with `status` and `body`, and returns the
     /// request's head and body as text.
-    async fn answer_once(status_line: &'static str, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+    async fn answer_once(
+        status_line: &'static str,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -541,7 +632,11 @@ mod tests {
                 if let Some((head, rest)) = text.split_once("\r\n\r\n") {
                     let length = head
                         .lines()
-                        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|value| value.trim().parse::<usize>().unwrap()))
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|value| value.trim().parse::<usize>().unwrap())
+                        })
                         .unwrap_or(0);
                     if rest.len() >= length {
                         break;
@@ -578,7 +673,10 @@ mod tests {
             }
         );
         let request = server.await.unwrap();
-        assert!(request.starts_with("POST /v1/sessions HTTP/1.1"), "{request}");
+        assert!(
+            request.starts_with("POST /v1/sessions HTTP/1.1"),
+            "{request}"
+        );
         assert!(request.contains(r#""login":"ada""#), "{request}");
     }
 
@@ -600,8 +698,13 @@ mod tests {
         assert!(text.contains("instance admins only"), "{text}");
         let request = server.await.unwrap();
         assert!(request.starts_with("PUT /v1/admin/settings"), "{request}");
-        assert!(request.to_ascii_lowercase().contains("authorization: bearer token"));
-        assert!(request.contains(r#""messages_per_second":10000.0"#), "{request}");
+        assert!(request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer token"));
+        assert!(
+            request.contains(r#""messages_per_second":10000.0"#),
+            "{request}"
+        );
     }
 
     #[tokio::test]

@@ -14,8 +14,17 @@
 //!   by PID.
 //! - [`proc_stat`]: CPU seconds and RSS of a process, and the machine's
 //!   CPU time, from `/proc`.
-//! - [`scenario`]: one module per scenario (`ws_echo` today); each turns its
-//!   options into runs of servers and load and returns [`report`] rows.
+//! - [`scenario`]: one module per scenario (`ws-echo`, `control-persist`,
+//!   `chat-fanout`, `idle-connections`, `connect-storm`); each turns its
+//!   options into runs of servers and load and returns report rows.
+//! - [`chat_client`]: the Rust client of chat protocol v1 (tokio +
+//!   tokio-tungstenite), also used by the data plane's chat tests;
+//!   [`control_api`]: the control plane's REST API.
+//! - [`nats_client`]: NATS over WebSocket, the chat scenarios' peer.
+//! - [`chat_servers`]: starting Veza's two processes or nats-server for a
+//!   chat run, and populating Veza through REST.
+//! - [`client_process`]: client load spread over child processes (one
+//!   process may hold only 20,000 open files).
 //! - [`report`]: the machine description, the human table and the JSON file.
 //!
 //! Architecture Invariant: the load generator never measures a server's CPU
@@ -29,6 +38,7 @@
 
 pub mod chat_client;
 pub mod chat_servers;
+pub mod client_process;
 pub mod control_api;
 pub mod load_generator;
 pub mod nats_client;

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use veza_bench::report::{compute_ratios, table, MachineDescription, ScenarioReport};
 use veza_bench::scenario::chat_fanout::cli::ChatFanoutArgs;
+use veza_bench::scenario::connect_storm::cli::ConnectStormArgs;
 use veza_bench::scenario::control_persist::cli::{run_from_cli, ControlPersistArgs};
+use veza_bench::scenario::idle_connections::cli::IdleConnectionsArgs;
 use veza_bench::scenario::ws_echo::{self, EchoServer, LoadMode, WsEchoOptions};
 
 #[global_allocator]
@@ -29,6 +31,14 @@ enum Scenario {
     ControlPersist(ControlPersistArgs),
     /// Chat room fan-out: Veza (protocol v1) against nats-server over WebSocket.
     ChatFanout(ChatFanoutArgs),
+    /// Server memory per idle authenticated, subscribed chat connection.
+    IdleConnections(IdleConnectionsArgs),
+    /// Connections (handshake + auth) per second, opened as fast as possible.
+    ConnectStorm(ConnectStormArgs),
+    /// Internal: one client process of idle-connections or connect-storm
+    /// (reads its job on stdin).
+    #[command(hide = true, name = "client-process")]
+    ClientProcess,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +108,13 @@ fn main() -> anyhow::Result<()> {
         Scenario::WsEcho(args) => run_ws_echo(args),
         Scenario::ControlPersist(args) => run_from_cli(args),
         Scenario::ChatFanout(args) => veza_bench::scenario::chat_fanout::cli::run_from_cli(args),
+        Scenario::IdleConnections(args) => {
+            veza_bench::scenario::idle_connections::cli::run_from_cli(args)
+        }
+        Scenario::ConnectStorm(args) => {
+            veza_bench::scenario::connect_storm::cli::run_from_cli(args)
+        }
+        Scenario::ClientProcess => Ok(veza_bench::client_process::worker::run_from_stdin()?),
     }
 }
 

@@ -34,11 +34,20 @@ async fn subscribers_of_a_room_receive_what_is_published_to_it_and_nothing_else(
     let mut publisher = NatsClient::connect(&url, None).await.unwrap();
     publisher.ping(WAIT).await.unwrap();
     let (mut sender, _receiver) = publisher.split();
-    sender.publish(&room_subject(0), b"to room zero").await.unwrap();
-    sender.publish(&room_subject(1), b"to room one").await.unwrap();
+    sender
+        .publish(&room_subject(0), b"to room zero")
+        .await
+        .unwrap();
+    sender
+        .publish(&room_subject(1), b"to room one")
+        .await
+        .unwrap();
 
     let deadline = Instant::now() + WAIT;
-    for (subscriber, expected) in subscribers.iter_mut().zip(["room zero", "room zero", "room one"]) {
+    for (subscriber, expected) in subscribers
+        .iter_mut()
+        .zip(["room zero", "room zero", "room one"])
+    {
         match subscriber.next_op(deadline).await.unwrap() {
             ServerOp::Msg { payload, sid, .. } => {
                 assert_eq!(sid, 1);
@@ -49,7 +58,10 @@ async fn subscribers_of_a_room_receive_what_is_published_to_it_and_nothing_else(
     }
     let quiet = Instant::now() + Duration::from_millis(300);
     for subscriber in &mut subscribers {
-        assert!(subscriber.next_op(quiet).await.is_err(), "one message each, no more");
+        assert!(
+            subscriber.next_op(quiet).await.is_err(),
+            "one message each, no more"
+        );
     }
     tokio::task::spawn_blocking(move || server.stop().unwrap())
         .await

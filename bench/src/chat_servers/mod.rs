@@ -22,8 +22,17 @@ pub mod nats;
 pub mod population;
 pub mod veza;
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::control_api::RuntimeSettings;
 use crate::proc_stat::ProcessSample;
 use crate::server_process::{ServerError, ServerProcess};
+
+use nats::NatsServer;
+use population::{populate, wait_until_settings_applied, PopulationPlan};
+use veza::{VezaLaunch, VezaServers};
 
 /// A chat server this kit can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,6 +116,152 @@ pub fn server_cpus(shards: usize, allowed_cpus: &[usize]) -> (Vec<usize>, Vec<us
         allowed_cpus[..shards].to_vec(),
         allowed_cpus[shards..].to_vec(),
     )
+}
+
+/// How long the data plane may take to apply the runtime settings.
+const SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to start one chat server for a run and populate it.
+#[derive(Debug, Clone)]
+pub struct ChatServerSetup {
+    /// Which server.
+    pub kind: ChatServerKind,
+    /// `veza-dataplane`.
+    pub dataplane_bin: PathBuf,
+    /// `veza-controlplane`.
+    pub controlplane_bin: PathBuf,
+    /// `nats-server`.
+    pub nats_bin: PathBuf,
+    /// The fanning-out process's CPUs (one shard, or one `GOMAXPROCS`, each).
+    pub server_cpus: Vec<usize>,
+    /// Veza's control plane's CPUs (empty: unpinned).
+    pub control_plane_cpus: Vec<usize>,
+    /// Users (Veza).
+    pub n_users: usize,
+    /// Rooms.
+    pub n_rooms: usize,
+    /// `(user_idx, room_idx)` memberships (Veza).
+    pub memberships: BTreeSet<(usize, usize)>,
+    /// Runtime settings (Veza).
+    pub settings: RuntimeSettings,
+    /// Connections the server must accept (nats-server's `max_connections`).
+    pub connections_max: usize,
+}
+
+/// What clients need to reach a started server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatWorld {
+    /// Where clients connect.
+    pub url: String,
+    /// Access token per user index (empty for NATS).
+    pub tokens: Vec<String>,
+    /// Room id per room index (for NATS, the indexes themselves).
+    pub room_ids: Vec<i64>,
+}
+
+/// A started chat server.
+#[derive(Debug)]
+pub enum RunningChatServer {
+    /// Veza's two processes (boxed: much larger than the other variant).
+    Veza(Box<VezaServers>),
+    /// nats-server.
+    Nats(NatsServer),
+}
+
+impl RunningChatServer {
+    /// Starts the server `setup` names, populates it (Veza: through REST,
+    /// before the data plane starts, then checks the settings apply), and
+    /// returns what clients need.
+    pub fn start(
+        setup: &ChatServerSetup,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(RunningChatServer, ChatWorld), ChatServersError> {
+        match setup.kind {
+            ChatServerKind::Nats => {
+                let server =
+                    NatsServer::start(&setup.nats_bin, &setup.server_cpus, setup.connections_max)?;
+                let world = ChatWorld {
+                    url: server.websocket_url(),
+                    tokens: Vec::new(),
+                    room_ids: (0..setup.n_rooms as i64).collect(),
+                };
+                Ok((RunningChatServer::Nats(server), world))
+            }
+            ChatServerKind::Veza => {
+                let launch = VezaLaunch {
+                    dataplane_bin: setup.dataplane_bin.clone(),
+                    controlplane_bin: setup.controlplane_bin.clone(),
+                    shard_cpus: setup.server_cpus.clone(),
+                    controlplane_cpus: setup.control_plane_cpus.clone(),
+                    dataplane_environment: Vec::new(),
+                };
+                let mut servers = VezaServers::start_control_plane(&launch)?;
+                let plan = PopulationPlan {
+                    n_users: setup.n_users,
+                    n_rooms: setup.n_rooms,
+                    memberships: setup.memberships.clone(),
+                    settings: setup.settings.clone(),
+                };
+                let population = runtime.block_on(populate(servers.api(), &plan))?;
+                servers.start_data_plane()?;
+                let url = servers.chat_url();
+                runtime.block_on(wait_until_settings_applied(
+                    &url,
+                    &population.admin.access_token,
+                    setup.settings.message_bytes_max as u32,
+                    setup.server_cpus.len() * 2,
+                    SETTINGS_TIMEOUT,
+                ))?;
+                let world = ChatWorld {
+                    url,
+                    tokens: population
+                        .users
+                        .iter()
+                        .map(|session| session.access_token.clone())
+                        .collect(),
+                    room_ids: population.room_ids,
+                };
+                Ok((RunningChatServer::Veza(Box::new(servers)), world))
+            }
+        }
+    }
+
+    /// The process that holds the connections and fans out.
+    pub fn fanout_process(&self) -> &ServerProcess {
+        match self {
+            RunningChatServer::Veza(servers) => servers.dataplane(),
+            RunningChatServer::Nats(server) => server.process(),
+        }
+    }
+
+    /// Veza's control plane.
+    pub fn control_plane(&self) -> Option<&ServerProcess> {
+        match self {
+            RunningChatServer::Veza(servers) => Some(servers.controlplane()),
+            RunningChatServer::Nats(_) => None,
+        }
+    }
+
+    /// Samples both processes.
+    pub fn sample(&self) -> Result<ServerSamples, ServerError> {
+        sample(self.fanout_process(), self.control_plane())
+    }
+
+    /// The end of the servers' logs (Veza), for error reports.
+    pub fn log_tails(&self) -> String {
+        match self {
+            RunningChatServer::Veza(servers) => servers.log_tails(),
+            RunningChatServer::Nats(_) => String::new(),
+        }
+    }
+
+    /// Stops the processes (Veza: data plane first).
+    pub fn stop(self) -> Result<(), ChatServersError> {
+        match self {
+            RunningChatServer::Veza(servers) => (*servers).stop(),
+            RunningChatServer::Nats(server) => server.stop(),
+        }
+    }
 }
 
 #[cfg(test)]

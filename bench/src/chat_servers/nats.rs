@@ -87,7 +87,9 @@ impl NatsServer {
 
     /// The process.
     pub fn process(&self) -> &ServerProcess {
-        self.process.as_ref().expect("the server runs until stopped")
+        self.process
+            .as_ref()
+            .expect("the server runs until stopped")
     }
 
     /// Stops it (SIGTERM, then SIGKILL past the deadline).

@@ -12,12 +12,22 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use crate::chat_client::ChatClient;
-use crate::control_api::{ControlApi, RuntimeSettings, Session};
+use crate::control_api::{ControlApi, RuntimeSettings, Session, BENCH_PASSWORD};
 
 use super::ChatServersError;
 
 /// REST calls in flight at once while populating.
 const REST_CONCURRENCY: usize = 16;
+
+/// Logins in flight at once. The control plane's login throttle counts an
+/// attempt in flight against the client address's free failures
+/// (`auth.login_failures_free`, 5 by default) until it succeeds, so a sixth
+/// concurrent login from 127.0.0.1 is refused with 429 although none
+/// failed.
+const LOGIN_CONCURRENCY: usize = 4;
+
+/// Logins refused with 429 are retried this many times, a second apart.
+const LOGIN_RETRIES_MAX: usize = 5;
 
 /// Rooms one user may own (the control plane's default
 /// `chat.rooms_owned_per_user_max`).
@@ -73,9 +83,18 @@ pub async fn populate(
     let admin = api.register_and_login(ADMIN_USERNAME).await?;
     api.update_runtime_settings(&admin.access_token, &plan.settings)
         .await?;
+    futures_util::stream::iter(0..plan.n_users)
+        .map(|user_idx| async move {
+            let name = username(user_idx);
+            let email = format!("{name}@example.org");
+            api.register(&name, &email, BENCH_PASSWORD).await
+        })
+        .buffer_unordered(REST_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
     let users: Vec<Session> = futures_util::stream::iter(0..plan.n_users)
-        .map(|user_idx| async move { api.register_and_login(&username(user_idx)).await })
-        .buffered(REST_CONCURRENCY)
+        .map(|user_idx| log_in(api, username(user_idx)))
+        .buffered(LOGIN_CONCURRENCY)
         .try_collect()
         .await?;
     let owners: Vec<&Session> = std::iter::once(&admin).chain(users.iter()).collect();
@@ -103,6 +122,21 @@ pub async fn populate(
         users,
         room_ids,
     })
+}
+
+/// Logs `name` in, retrying while the login throttle answers 429.
+async fn log_in(api: &ControlApi, name: String) -> Result<Session, ChatServersError> {
+    let mut attempt = 0;
+    // Bounded by LOGIN_RETRIES_MAX.
+    loop {
+        match api.login(&name, BENCH_PASSWORD).await {
+            Err(error) if error.status() == Some(429) && attempt < LOGIN_RETRIES_MAX => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
 }
 
 /// Waits until `probes` fresh authenticated connections all report

@@ -22,6 +22,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// its connections first).
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
+/// How long reading `/metrics` may take.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Cheap password hashing: registering hundreds of benchmark users must not
 /// take minutes; argon2 is not what is measured.
 const FAST_HASHING: [(&str, &str); 2] = [
@@ -163,6 +166,13 @@ impl VezaServers {
         self.dataplane_address
     }
 
+    /// The sum over shards of the data plane's Prometheus series `name`
+    /// (`GET /metrics`); `None` when it cannot be read.
+    pub fn dataplane_metric_sum(&self, name: &str) -> Option<f64> {
+        let text = http_get(self.dataplane_address?, "/metrics")?;
+        Some(prometheus_sum(&text, name))
+    }
+
     /// The data plane process.
     pub fn dataplane(&self) -> &ServerProcess {
         self.dataplane.as_ref().expect("the data plane is started")
@@ -198,11 +208,59 @@ impl VezaServers {
     }
 }
 
+/// `GET path` over a fresh connection; the body of a 200 answer.
+fn http_get(address: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, METRICS_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(METRICS_TIMEOUT)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The sum of every sample of series `name` (all label sets) in a
+/// Prometheus text exposition.
+pub fn prometheus_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            rest.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 impl Drop for VezaServers {
     fn drop(&mut self) {
         // The data plane first, as in `stop`; each ServerProcess stops its
         // own child when dropped.
         drop(self.dataplane.take());
         drop(self.controlplane.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_is_summed_over_shards_and_no_other_series_counts() {
+        let text = "# HELP veza_chat_persist_batches_total Batches.\n\
+                    veza_chat_persist_batches_total{shard=\"0\"} 12\n\
+                    veza_chat_persist_batches_total{shard=\"1\"} 30\n\
+                    veza_chat_persist_batches_total_extra{shard=\"0\"} 999\n\
+                    veza_up 1\n";
+        assert_eq!(
+            prometheus_sum(text, "veza_chat_persist_batches_total"),
+            42.0
+        );
+        assert_eq!(prometheus_sum(text, "veza_up"), 1.0);
+        assert_eq!(prometheus_sum(text, "missing"), 0.0);
     }
 }

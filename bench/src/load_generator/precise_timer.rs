@@ -139,7 +139,10 @@ mod tests {
     async fn a_past_deadline_returns_at_once() {
         let mut timer = PreciseTimer::new().unwrap();
         let started = Instant::now();
-        timer.sleep_until(started - Duration::from_millis(5)).await.unwrap();
+        timer
+            .sleep_until(started - Duration::from_millis(5))
+            .await
+            .unwrap();
         assert!(started.elapsed() < Duration::from_millis(5));
     }
 }

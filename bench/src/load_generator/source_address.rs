@@ -27,7 +27,8 @@ pub fn source_address(connection_idx: usize) -> IpAddr {
 /// processes use disjoint ranges.
 pub fn source_address_from(first_host: usize, connection_idx: usize) -> IpAddr {
     let n_hosts = LAST_HOST - FIRST_HOST + 1;
-    let offset = first_host.saturating_sub(FIRST_HOST) + connection_idx / CONNECTIONS_PER_SOURCE_ADDRESS;
+    let offset =
+        first_host.saturating_sub(FIRST_HOST) + connection_idx / CONNECTIONS_PER_SOURCE_ADDRESS;
     let host = FIRST_HOST + offset % n_hosts;
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, host as u8))
 }
@@ -48,6 +49,9 @@ mod tests {
             IpAddr::from([127, 0, 0, 3])
         );
         assert_eq!(source_address_from(10, 0), IpAddr::from([127, 0, 0, 10]));
-        assert_eq!(source_address_from(254, CONNECTIONS_PER_SOURCE_ADDRESS), IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(
+            source_address_from(254, CONNECTIONS_PER_SOURCE_ADDRESS),
+            IpAddr::from([127, 0, 0, 2])
+        );
     }
 }

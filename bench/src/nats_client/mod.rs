@@ -229,7 +229,9 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
             socket
-                .send(Message::Binary(Bytes::from_static(b"INFO {\"max_payload\":1048576}\r\n")))
+                .send(Message::Binary(Bytes::from_static(
+                    b"INFO {\"max_payload\":1048576}\r\n",
+                )))
                 .await
                 .unwrap();
             let mut received = Vec::new();
@@ -240,8 +242,15 @@ mod tests {
                     other => panic!("binary expected, got {other:?}"),
                 }
             }
-            for part in [&b"PONG\r\nMSG room.0 1 5\r\nhel"[..], b"lo\r\nPI", b"NG\r\n"] {
-                socket.send(Message::Binary(Bytes::copy_from_slice(part))).await.unwrap();
+            for part in [
+                &b"PONG\r\nMSG room.0 1 5\r\nhel"[..],
+                b"lo\r\nPI",
+                b"NG\r\n",
+            ] {
+                socket
+                    .send(Message::Binary(Bytes::copy_from_slice(part)))
+                    .await
+                    .unwrap();
             }
             // Bounded: the PONG comes next, then the close.
             while !received.ends_with(b"PONG\r\n") {

@@ -97,7 +97,9 @@ impl Parser {
             self.buffer.advance(line_end + 2);
             let payload = self.buffer.split_to(header.payload_bytes).freeze();
             if &self.buffer[..2] != b"\r\n" {
-                return Err(ProtocolError::Unexpected("MSG payload not followed by CRLF".into()));
+                return Err(ProtocolError::Unexpected(
+                    "MSG payload not followed by CRLF".into(),
+                ));
             }
             self.buffer.advance(2);
             return Ok(Some(ServerOp::Msg {
@@ -119,9 +121,8 @@ struct MsgHeader {
 }
 
 fn parse_msg_arguments(arguments: &[u8]) -> Result<MsgHeader, ProtocolError> {
-    let unexpected = || {
-        ProtocolError::Unexpected(format!("MSG {}", String::from_utf8_lossy(arguments)))
-    };
+    let unexpected =
+        || ProtocolError::Unexpected(format!("MSG {}", String::from_utf8_lossy(arguments)));
     let text = std::str::from_utf8(arguments).map_err(|_| unexpected())?;
     let fields: Vec<&str> = text.split_ascii_whitespace().collect();
     // subject sid [reply-to] #bytes
@@ -265,7 +266,11 @@ mod tests {
         ] {
             let mut parser = Parser::new(1024);
             parser.push(input);
-            assert!(parser.next_op().is_err(), "{}", String::from_utf8_lossy(input));
+            assert!(
+                parser.next_op().is_err(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
         let mut parser = Parser::new(2);
         parser.push(b"MSG a 1 3\r\n");
@@ -282,7 +287,10 @@ mod tests {
         put_pub(&mut out, "room.3", b"hi");
         put_ping(&mut out);
         put_pong(&mut out);
-        assert_eq!(&out[..], b"SUB room.3 12\r\nPUB room.3 2\r\nhi\r\nPING\r\nPONG\r\n");
+        assert_eq!(
+            &out[..],
+            b"SUB room.3 12\r\nPUB room.3 2\r\nhi\r\nPING\r\nPONG\r\n"
+        );
         let mut connect = BytesMut::new();
         put_connect(&mut connect);
         let line = std::str::from_utf8(&connect).unwrap();

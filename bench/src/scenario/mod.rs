@@ -7,7 +7,16 @@
 //!   protocol, on SQLite and PostgreSQL.
 //! - [`chat_fanout`]: room fan-out over chat protocol v1, Veza against
 //!   nats-server over WebSocket.
+//! - [`idle_connections`]: server memory per idle authenticated, subscribed
+//!   connection, Veza against nats-server.
+//! - [`connect_storm`]: connections (handshake + auth) per second and their
+//!   latency.
+//! - [`connection_fleet`]: what the last two share (client processes,
+//!   users, rooms).
 
 pub mod chat_fanout;
+pub mod connect_storm;
+pub mod connection_fleet;
 pub mod control_persist;
+pub mod idle_connections;
 pub mod ws_echo;

@@ -59,9 +59,11 @@ impl ChatServerBinaries {
 
     /// The control plane binary.
     pub fn controlplane(&self) -> PathBuf {
-        self.controlplane_bin
-            .clone()
-            .unwrap_or_else(|| Path::new("target").join("release").join("veza-controlplane"))
+        self.controlplane_bin.clone().unwrap_or_else(|| {
+            Path::new("target")
+                .join("release")
+                .join("veza-controlplane")
+        })
     }
 }
 
@@ -142,6 +144,18 @@ pub fn run_from_cli(args: ChatFanoutArgs) -> anyhow::Result<()> {
             run.failed_connections,
             run.deliveries_per_server_cpu_sec.unwrap_or(0.0),
         );
+        if let Some(counters) = &run.dataplane_counters {
+            eprintln!(
+                "    data plane: {:.0} messages sequenced in {:.0} persist batches ({:.1} per batch), \
+                 {:.0} persist failures, {:.0} limit hits, {:.0} full rings",
+                counters.messages_sequenced,
+                counters.persist_batches,
+                counters.messages_per_persist_batch.unwrap_or(0.0),
+                counters.persist_failures,
+                counters.limit_hits,
+                counters.ring_full,
+            );
+        }
         if let Some(failure) = &run.first_failure {
             eprintln!("    first failure: {failure}");
         }

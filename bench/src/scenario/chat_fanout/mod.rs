@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::chat_servers::nats::NatsServer;
 use crate::chat_servers::population::{
-    populate, wait_until_settings_applied, PopulationPlan, Population,
+    populate, wait_until_settings_applied, Population, PopulationPlan,
 };
 use crate::chat_servers::veza::{VezaLaunch, VezaServers};
 use crate::chat_servers::{self, ChatServerKind, ChatServersError, ServerSamples};
@@ -46,10 +46,12 @@ use crate::load_generator::client_threads::{
     allowed_cpus, join_cpus, prepare_load, ClientPlacement, LoadError, MeasurementWindow,
     ThreadWorkload,
 };
-use crate::proc_stat::{clock_ticks_per_second, machine_sample, process_sample, MachineSample, ProcError, ProcessSample};
+use crate::proc_stat::{
+    clock_ticks_per_second, machine_sample, process_sample, MachineSample, ProcError, ProcessSample,
+};
 use crate::server_process::ServerProcess;
 
-use report::FanoutRunReport;
+use report::{DataplaneCounters, FanoutRunReport, DATAPLANE_COUNTER_SERIES};
 use timetable::{PUBLISHERS_MAX, STAMP_BYTES};
 use workload::{thread_share, FanoutShape, FanoutThreadOutput};
 
@@ -136,8 +138,7 @@ pub enum ChatFanoutError {
 impl ChatFanoutOptions {
     /// The load's shape.
     pub fn shape(&self) -> FanoutShape {
-        let n_connections =
-            self.n_rooms * (self.subscribers_per_room + self.publishers_per_room);
+        let n_connections = self.n_rooms * (self.subscribers_per_room + self.publishers_per_room);
         FanoutShape {
             n_rooms: self.n_rooms,
             subscribers_per_room: self.subscribers_per_room,
@@ -163,7 +164,11 @@ impl ChatFanoutOptions {
         if self.servers.is_empty() || self.shard_counts.is_empty() {
             return invalid("servers and shards must each name at least one".into());
         }
-        if let Some(shards) = self.shard_counts.iter().find(|&&n| n == 0 || n > n_cpus_allowed) {
+        if let Some(shards) = self
+            .shard_counts
+            .iter()
+            .find(|&&n| n == 0 || n > n_cpus_allowed)
+        {
             return invalid(format!("{shards} shards: must be 1..={n_cpus_allowed}"));
         }
         if self.n_rooms == 0 || self.subscribers_per_room == 0 || self.publishers_per_room == 0 {
@@ -314,6 +319,7 @@ fn run_veza(
             room_ids: population.room_ids.clone(),
         })
         .collect();
+    let counters_before = dataplane_counters(&servers);
     let measured = measure(
         options,
         &placement.client,
@@ -322,8 +328,13 @@ fn run_veza(
         Some(servers.controlplane()),
     )
     .map_err(|error| error.with_logs(|| servers.log_tails()))?;
+    let counters_after = dataplane_counters(&servers);
     servers.stop()?;
-    Ok(report_row(options, ChatServerKind::Veza, placement, measured))
+    let mut row = report_row(options, ChatServerKind::Veza, placement, measured);
+    row.dataplane_counters = counters_before.zip(counters_after).map(|(before, after)| {
+        DataplaneCounters::from_differences(std::array::from_fn(|idx| after[idx] - before[idx]))
+    });
+    Ok(row)
 }
 
 fn run_nats(
@@ -345,10 +356,30 @@ fn run_nats(
             roles: thread_share(&roles, thread_idx, n_threads),
         })
         .collect();
-    let measured = measure(options, &placement.client, workloads, server.process(), None)
-        .map_err(|error| error.with_logs(String::new))?;
+    let measured = measure(
+        options,
+        &placement.client,
+        workloads,
+        server.process(),
+        None,
+    )
+    .map_err(|error| error.with_logs(String::new))?;
     server.stop()?;
-    Ok(report_row(options, ChatServerKind::Nats, placement, measured))
+    Ok(report_row(
+        options,
+        ChatServerKind::Nats,
+        placement,
+        measured,
+    ))
+}
+
+/// The data plane's [`DATAPLANE_COUNTER_SERIES`] now.
+fn dataplane_counters(servers: &VezaServers) -> Option<[f64; 6]> {
+    let mut values = [0.0; 6];
+    for (value, name) in values.iter_mut().zip(DATAPLANE_COUNTER_SERIES) {
+        *value = servers.dataplane_metric_sum(name)?;
+    }
+    Some(values)
 }
 
 /// What one run measured.
@@ -404,11 +435,13 @@ fn measure<W: ThreadWorkload<Output = FanoutThreadOutput>>(
     let window = MeasurementWindow::starting_soon(options.warmup, options.duration, DRAIN);
     let running = prepared.start(window);
     sleep_until(window.measure_start);
-    let servers_before = chat_servers::sample(fanout, control_plane).map_err(ChatServersError::from)?;
+    let servers_before =
+        chat_servers::sample(fanout, control_plane).map_err(ChatServersError::from)?;
     let load_generator_before = process_sample(std::process::id())?;
     let machine_before = machine_sample()?;
     sleep_until(window.measure_end);
-    let servers_after = chat_servers::sample(fanout, control_plane).map_err(ChatServersError::from)?;
+    let servers_after =
+        chat_servers::sample(fanout, control_plane).map_err(ChatServersError::from)?;
     let load_generator_after = process_sample(std::process::id())?;
     let machine_after = machine_sample()?;
     let mut output = FanoutThreadOutput::default();
@@ -447,12 +480,12 @@ fn report_row(
         in_ticks(measured.load_generator_after.cpu_secs - measured.load_generator_before.cpu_secs);
     let machine_task_secs =
         in_ticks(measured.machine_after.task_secs - measured.machine_before.task_secs);
-    let accounted = server_cpu_secs + control_plane_cpu_secs.unwrap_or(0.0) + load_generator_cpu_secs;
+    let accounted =
+        server_cpu_secs + control_plane_cpu_secs.unwrap_or(0.0) + load_generator_cpu_secs;
     let expected = (output.sent_total.saturating_sub(output.rejected_total()))
         * shape.subscribers_per_room as u64;
-    let per_cpu = |cpu_secs: f64| {
-        (cpu_secs > 0.0).then(|| output.deliveries_measured as f64 / cpu_secs)
-    };
+    let per_cpu =
+        |cpu_secs: f64| (cpu_secs > 0.0).then(|| output.deliveries_measured as f64 / cpu_secs);
     let is_veza = server == ChatServerKind::Veza;
     FanoutRunReport {
         server: server.name().into(),
@@ -504,6 +537,7 @@ fn report_row(
         ),
         failed_connections: output.failed_connections,
         first_failure: output.first_failure.clone(),
+        dataplane_counters: None,
         attempts: 1,
     }
 }
@@ -563,11 +597,14 @@ mod tests {
             (|o| o.rate_msgs_per_s = 20_001, "per publisher"),
             (|o| o.subscribers_per_room = CONNECTIONS_MAX, "connections"),
             (|o| o.n_users = Some(0), "users"),
-            (|o| {
-                o.n_rooms = 300;
-                o.subscribers_per_room = 1;
-                o.n_users = Some(1);
-            }, "own"),
+            (
+                |o| {
+                    o.n_rooms = 300;
+                    o.subscribers_per_room = 1;
+                    o.n_users = Some(1);
+                },
+                "own",
+            ),
         ];
         for (change, expected) in cases {
             let mut invalid = options();

@@ -19,7 +19,9 @@ use tokio::time::timeout_at;
 use crate::load_generator::client_threads::{MeasurementWindow, ThreadWorkload};
 use crate::load_generator::precise_timer::PreciseTimer;
 use crate::load_generator::source_address::source_address;
-use crate::nats_client::{room_subject, NatsClient, NatsClientError, NatsReceiver, NatsSender, ServerOp};
+use crate::nats_client::{
+    room_subject, NatsClient, NatsClientError, NatsReceiver, NatsSender, ServerOp,
+};
 
 use super::timetable::PublisherTimetable;
 use super::workload::{ConnectionRole, FanoutShape, FanoutThreadOutput, SubscriberTally};
@@ -100,7 +102,10 @@ impl ThreadWorkload for NatsThreadWorkload {
     }
 }
 
-async fn prepare_one(url: &str, role: ConnectionRole) -> Result<PreparedConnection, NatsClientError> {
+async fn prepare_one(
+    url: &str,
+    role: ConnectionRole,
+) -> Result<PreparedConnection, NatsClientError> {
     let mut client = NatsClient::connect(url, Some(source_address(role.connection_idx))).await?;
     if role.publisher_idx.is_none() {
         client

@@ -91,8 +91,58 @@ pub struct FanoutRunReport {
     pub failed_connections: u64,
     /// The first failure, as text.
     pub first_failure: Option<String>,
+    /// What the data plane's own counters say about the run (Veza).
+    pub dataplane_counters: Option<DataplaneCounters>,
     /// How many times this configuration ran (noisy retries).
     pub attempts: usize,
+}
+
+/// Differences of the data plane's `/metrics` counters from before the
+/// clients connect to after the drain, summed over shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataplaneCounters {
+    /// `veza_chat_messages_sequenced_total`.
+    pub messages_sequenced: f64,
+    /// `veza_chat_deliveries_total` (event frames queued to subscribers).
+    pub deliveries: f64,
+    /// `veza_chat_persist_batches_total`.
+    pub persist_batches: f64,
+    /// Messages per persistence batch: the group commit's batch size.
+    pub messages_per_persist_batch: Option<f64>,
+    /// `veza_chat_persist_failures_total`.
+    pub persist_failures: f64,
+    /// `veza_limit_hits_total` (every limit).
+    pub limit_hits: f64,
+    /// `veza_ring_full_total`.
+    pub ring_full: f64,
+}
+
+/// The counters [`DataplaneCounters`] is made of, in field order.
+pub const DATAPLANE_COUNTER_SERIES: [&str; 6] = [
+    "veza_chat_messages_sequenced_total",
+    "veza_chat_deliveries_total",
+    "veza_chat_persist_batches_total",
+    "veza_chat_persist_failures_total",
+    "veza_limit_hits_total",
+    "veza_ring_full_total",
+];
+
+impl DataplaneCounters {
+    /// The counters from the differences of [`DATAPLANE_COUNTER_SERIES`].
+    pub fn from_differences(values: [f64; 6]) -> DataplaneCounters {
+        let [messages_sequenced, deliveries, persist_batches, persist_failures, limit_hits, ring_full] =
+            values;
+        DataplaneCounters {
+            messages_sequenced,
+            deliveries,
+            persist_batches,
+            messages_per_persist_batch: (persist_batches > 0.0)
+                .then(|| messages_sequenced / persist_batches),
+            persist_failures,
+            limit_hits,
+            ring_full,
+        }
+    }
 }
 
 impl FanoutRunReport {

@@ -54,7 +54,9 @@ impl PublisherTimetable {
         let interval_ns = (n_publishers * 1_000_000_000 / rate_msgs_per_s).max(1);
         let stagger_ns = interval_ns * publisher_idx as u64 / n_publishers;
         let first_ns = load_start_ns + stagger_ns;
-        let n_messages = measure_end_ns.saturating_sub(first_ns).div_ceil(interval_ns);
+        let n_messages = measure_end_ns
+            .saturating_sub(first_ns)
+            .div_ceil(interval_ns);
         PublisherTimetable {
             publisher_idx,
             first_ns,

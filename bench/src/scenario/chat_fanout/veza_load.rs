@@ -109,7 +109,10 @@ impl ThreadWorkload for VezaThreadWorkload {
 }
 
 impl VezaThreadWorkload {
-    async fn prepare_one(&self, role: ConnectionRole) -> Result<PreparedConnection, ChatClientError> {
+    async fn prepare_one(
+        &self,
+        role: ConnectionRole,
+    ) -> Result<PreparedConnection, ChatClientError> {
         let source = source_address(role.connection_idx);
         let mut client = ChatClient::connect_from(&self.chat_url, source).await?;
         client

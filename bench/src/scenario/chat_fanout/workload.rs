@@ -75,7 +75,11 @@ impl FanoutShape {
     }
 
     /// Publisher `publisher_idx`'s timetable within `window`.
-    pub fn timetable(&self, publisher_idx: usize, window: &MeasurementWindow) -> PublisherTimetable {
+    pub fn timetable(
+        &self,
+        publisher_idx: usize,
+        window: &MeasurementWindow,
+    ) -> PublisherTimetable {
         PublisherTimetable::new(
             publisher_idx,
             self.n_publishers(),
@@ -110,7 +114,11 @@ pub struct ConnectionRole {
 
 /// The connections of one client thread: connection `c` goes to thread
 /// `c % n_threads`.
-pub fn thread_share(roles: &[ConnectionRole], thread_idx: usize, n_threads: usize) -> Vec<ConnectionRole> {
+pub fn thread_share(
+    roles: &[ConnectionRole],
+    thread_idx: usize,
+    n_threads: usize,
+) -> Vec<ConnectionRole> {
     roles
         .iter()
         .filter(|role| role.connection_idx % n_threads == thread_idx)
@@ -319,7 +327,11 @@ mod tests {
     #[test]
     fn each_room_expects_the_sum_of_its_publishers() {
         let shape = shape();
-        let window = MeasurementWindow::starting_soon(Duration::ZERO, Duration::from_secs(1), Duration::ZERO);
+        let window = MeasurementWindow::starting_soon(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
         let total: u64 = (0..shape.n_rooms)
             .map(|room_idx| shape.messages_per_room(room_idx, &window))
             .sum();
