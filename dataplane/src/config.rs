@@ -115,8 +115,12 @@ pub struct LimitsConfig {
     pub header_read_timeout_ms: u64,
     /// Keep-alive connection idle time before it is closed.
     pub idle_timeout_ms: u64,
-    /// Initial read buffer per connection.
+    /// Initial read buffer per connection, and the largest read a
+    /// WebSocket session grows to under load.
     pub read_buffer_bytes: usize,
+    /// The read size an idle WebSocket session shrinks to (its buffer is
+    /// released and re-made this small when empty).
+    pub websocket_idle_read_bytes: usize,
     /// One WebSocket frame's payload; past it close 1009.
     pub websocket_frame_bytes_max: usize,
     /// One (possibly fragmented) WebSocket message; past it close 1009.
@@ -151,6 +155,7 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             read_buffer_bytes: 16_384,
+            websocket_idle_read_bytes: 512,
             websocket_frame_bytes_max: 1_048_576,
             websocket_message_bytes_max: 4_194_304,
             send_queue_bytes_max: 4_194_304,
@@ -445,6 +450,12 @@ impl Config {
             return Err(invalid(
                 "limits.http_head_bytes_max",
                 "must be at most 1048576",
+            ));
+        }
+        if limits.websocket_idle_read_bytes < 64 {
+            return Err(invalid(
+                "limits.websocket_idle_read_bytes",
+                "must be at least 64",
             ));
         }
         if limits.read_buffer_bytes < 1024 {

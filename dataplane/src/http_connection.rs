@@ -51,7 +51,9 @@ pub async fn read_into<R: AsyncReadRent>(
     let (start, end) = (owned.len(), owned.capacity());
     let read = reader.read(owned.slice_mut(start..end));
     let (result, slice) = match timeout {
-        Some(timeout) => match monoio::time::timeout(timeout, read).await {
+        // Boxed: a timer is large, and untimed readers (WebSocket sessions,
+        // one per idle connection) should not carry its room in their state.
+        Some(timeout) => match Box::pin(monoio::time::timeout(timeout, read)).await {
             Ok(done) => done,
             Err(_) => return ReadOutcome::TimedOut,
         },
@@ -136,7 +138,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, key: u
     };
     match connection.run().await {
         HttpOutcome::Upgrade(kind) => {
-            let HttpConnection { stream, buffer, .. } = connection;
+            // Only the socket and unread bytes go on: the response buffer is
+            // freed now, not when this (long-lived) future ends.
+            let HttpConnection {
+                stream,
+                buffer,
+                out,
+                ..
+            } = connection;
+            drop(out);
             crate::websocket_session::run(shard.clone(), stream, buffer, key, kind).await;
         }
         HttpOutcome::ClosedByServer => {

@@ -58,7 +58,7 @@ impl Outbound {
     /// A queue holding at most `queued_bytes_max` bytes.
     pub fn new(queued_bytes_max: usize) -> Rc<Self> {
         Rc::new(Self {
-            queue: RefCell::new(VecDeque::with_capacity(16)),
+            queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
             state: Cell::new(OutboundState::Open),

@@ -22,7 +22,6 @@ use crate::config::Config;
 use crate::local_event::{LocalEvent, LocalNotify};
 use crate::metrics::{new_latency_histogram, DriverKind, ShardMetrics};
 use crate::ring_mesh::{MeshEndpoint, MeshShared};
-use crate::send_queue::Outbound;
 
 /// Everything that crosses between shards. A closed set: adding a message is
 /// a deliberate change to the shard protocol.
@@ -107,7 +106,7 @@ pub enum ConnectionHandle {
     /// request in progress.
     Http(RawFd),
     /// A WebSocket session: it is sent close 1001.
-    WebSocket(Rc<Outbound>),
+    WebSocket(Rc<crate::websocket_session::WebSocketHandle>),
 }
 
 /// A pending metrics scrape on this shard.
@@ -166,6 +165,18 @@ impl Shard {
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
         self.connection_closed.notify();
+    }
+
+    /// Calls `visit` with every WebSocket on this shard.
+    pub fn for_each_websocket(
+        &self,
+        mut visit: impl FnMut(&crate::websocket_session::WebSocketHandle),
+    ) {
+        for (_, handle) in self.connections.borrow().iter() {
+            if let ConnectionHandle::WebSocket(handle) = handle {
+                visit(handle);
+            }
+        }
     }
 
     /// Open connections on this shard.
@@ -284,9 +295,9 @@ impl Shard {
                     // SAFETY: the fd belongs to a registered, still-open connection.
                     unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
                 }
-                ConnectionHandle::WebSocket(outbound) => {
+                ConnectionHandle::WebSocket(handle) => {
                     crate::websocket_session::close_outbound(
-                        outbound,
+                        &handle.outbound,
                         veza_proto::close_code::GOING_AWAY,
                         "server shutting down",
                     );
@@ -522,6 +533,9 @@ async fn shard_main(
         monoio::spawn(crate::control_client::run(shard.control.clone()));
     }
     crate::chat::start(&shard);
+    monoio::spawn(crate::websocket_session::run_keep_alive_sweeper(
+        shard.clone(),
+    ));
     let listener = monoio::net::TcpListener::from_std(listener)?;
     shard.metrics.serving.store(true, Ordering::Relaxed);
     accept_until_shutdown(&shard, &listener).await;

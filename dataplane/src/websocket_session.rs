@@ -92,28 +92,29 @@ pub async fn run(
     let fd = stream.as_raw_fd();
     let limits = &shard.process.config.limits;
     let outbound = Outbound::new(limits.send_queue_bytes_max);
-    shard.update_connection(key, ConnectionHandle::WebSocket(outbound.clone()));
+    let handle = Rc::new(WebSocketHandle {
+        outbound: outbound.clone(),
+        last_received: Cell::new(quanta::Instant::now()),
+        ping_sent: Cell::new(None),
+        auth_deadline: Cell::new(None),
+    });
+    shard.update_connection(key, ConnectionHandle::WebSocket(handle.clone()));
     if shard.shutdown.is_set() {
         close_outbound(&outbound, close_code::GOING_AWAY, "server shutting down");
     }
     let (mut reader, writer) = stream.into_split();
     let session_ended = Rc::new(LocalNotify::default());
-    let writer_task = monoio::spawn(write_until_closed(
+    let writer_future = write_until_closed(
         shard.clone(),
         writer,
         outbound.clone(),
         session_ended.clone(),
         fd,
-    ));
-    let last_received = Rc::new(Cell::new(quanta::Instant::now()));
-    monoio::spawn(keep_alive(
-        shard.clone(),
-        outbound.clone(),
-        last_received.clone(),
-    ));
+    );
+    let writer_task = monoio::spawn(writer_future);
 
     let chat = (kind == WebSocketKind::Chat)
-        .then(|| crate::chat::connection::ChatSession::new(shard.clone(), outbound.clone()));
+        .then(|| crate::chat::connection::ChatSession::new(shard.clone(), handle.clone()));
     let mut session = Session {
         chat,
         decoder: MessageDecoder::new(
@@ -125,17 +126,21 @@ pub async fn run(
         ),
         shard: shard.clone(),
         outbound: outbound.clone(),
-        headers: BytesMut::with_capacity(1024),
+        headers: BytesMut::new(),
         close_received: false,
     };
-    let ended = session.read_loop(&mut reader, buffer, &last_received).await;
+    let ended = session
+        .read_loop(&mut reader, buffer, &handle.last_received)
+        .await;
     if let Some(chat) = session.chat.as_mut() {
         chat.on_end();
     }
 
     session_ended.notify();
     outbound.finish();
-    let writer_drained = wait_writer_stopped(&outbound, CLOSE_HANDSHAKE_TIMEOUT).await;
+    // The end of a session is boxed: its futures then take no room in the
+    // state this (long-lived) future keeps for every idle connection.
+    let writer_drained = Box::pin(wait_writer_stopped(&outbound, CLOSE_HANDSHAKE_TIMEOUT)).await;
     if !writer_drained {
         // The peer stopped reading: the writer is stuck in a write. The write
         // half is still owned by the writer task, so the fd is still ours.
@@ -144,7 +149,12 @@ pub async fn run(
     } else if ended == SessionEnd::ServerClosed {
         // The peer may still be sending (say the rest of an oversize frame):
         // let it read our close frame before the socket goes.
-        crate::http_connection::linger_close(&mut reader, fd, &shard).await;
+        Box::pin(crate::http_connection::linger_close(
+            &mut reader,
+            fd,
+            &shard,
+        ))
+        .await;
     }
     let _writer = writer_task.await;
     drop(reader);
@@ -174,39 +184,79 @@ async fn write_until_closed(
     writer
 }
 
-/// Pings a peer idle for `websocket_ping_interval_ms`; closes it with 4009 if
-/// nothing arrives within `websocket_pong_timeout_ms` after the ping.
-async fn keep_alive(
-    shard: Rc<Shard>,
-    outbound: Rc<Outbound>,
-    last_received: Rc<Cell<quanta::Instant>>,
-) {
+/// A WebSocket as the shard's registry holds it: its queue and the
+/// keep-alive and authentication deadlines the shard's sweeper
+/// ([`run_keep_alive_sweeper`]) checks.
+pub struct WebSocketHandle {
+    /// The connection's send queue.
+    pub outbound: Rc<Outbound>,
+    /// When the peer last sent anything.
+    last_received: Cell<quanta::Instant>,
+    /// When the unanswered ping went out, if one is out.
+    ping_sent: Cell<Option<quanta::Instant>>,
+    /// A chat connection not authenticated yet is closed with 4004 at this time.
+    pub auth_deadline: Cell<Option<quanta::Instant>>,
+}
+
+/// One task per shard keeps every WebSocket alive, instead of a task and a
+/// timer per connection (an idle connection's memory is the point): every
+/// sweep pings peers idle for `websocket_ping_interval_ms` and closes with
+/// 4009 those that sent nothing within `websocket_pong_timeout_ms` of a ping.
+pub async fn run_keep_alive_sweeper(shard: Rc<Shard>) {
     let limits = &shard.process.config.limits;
     let ping_interval = Duration::from_millis(limits.websocket_ping_interval_ms);
     let pong_timeout = Duration::from_millis(limits.websocket_pong_timeout_ms);
+    // A sweep every quarter of the shorter period: a ping or a close is
+    // late by at most that.
+    let auth_timeout = Duration::from_millis(shard.process.config.chat.auth_timeout_ms);
+    let sweep = (ping_interval.min(pong_timeout).min(auth_timeout) / 4)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1));
     let ping = {
         let mut frame = BytesMut::with_capacity(2);
         encode_frame_header(&mut frame, true, Opcode::Ping, 0, None);
         frame.freeze()
     };
     loop {
-        let idle = quanta::Instant::now().saturating_duration_since(last_received.get());
-        if idle < ping_interval {
-            monoio::time::sleep(ping_interval - idle).await;
-        } else {
-            let ping_sent = quanta::Instant::now();
-            if outbound.push(std::slice::from_ref(&ping)).is_ok() {
-                ShardMetrics::add(&shard.metrics.websocket_frames_sent_total, 1);
+        monoio::time::sleep(sweep).await;
+        let now = quanta::Instant::now();
+        shard.for_each_websocket(|handle| {
+            if handle.outbound.state() != OutboundState::Open {
+                return;
             }
-            monoio::time::sleep(pong_timeout).await;
-            if outbound.state() == OutboundState::Open && last_received.get() < ping_sent {
-                shard.metrics.limit_hit(LimitKind::PongTimeout);
-                close_outbound(&outbound, close_code::PING_TIMEOUT, "ping timeout");
+            if handle
+                .auth_deadline
+                .get()
+                .is_some_and(|deadline| now >= deadline)
+            {
+                handle.auth_deadline.set(None);
+                shard.metrics.limit_hit(LimitKind::ChatAuthTimeout);
+                close_outbound(
+                    &handle.outbound,
+                    close_code::AUTH_TIMEOUT,
+                    "authenticate within the auth timeout",
+                );
+                return;
             }
-        }
-        if outbound.state() != OutboundState::Open {
-            return;
-        }
+            match handle.ping_sent.get() {
+                Some(sent) if handle.last_received.get() >= sent => {
+                    handle.ping_sent.set(None);
+                }
+                Some(sent) => {
+                    if now.saturating_duration_since(sent) >= pong_timeout {
+                        shard.metrics.limit_hit(LimitKind::PongTimeout);
+                        close_outbound(&handle.outbound, close_code::PING_TIMEOUT, "ping timeout");
+                    }
+                }
+                None => {
+                    if now.saturating_duration_since(handle.last_received.get()) >= ping_interval {
+                        handle.ping_sent.set(Some(now));
+                        if handle.outbound.push(std::slice::from_ref(&ping)).is_ok() {
+                            ShardMetrics::add(&shard.metrics.websocket_frames_sent_total, 1);
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -217,7 +267,15 @@ impl Session {
         mut buffer: BytesMut,
         last_received: &Cell<quanta::Instant>,
     ) -> SessionEnd {
-        let read_buffer_bytes = self.shard.process.config.limits.read_buffer_bytes;
+        let limits = &self.shard.process.config.limits;
+        let read_max = limits.read_buffer_bytes;
+        let read_min = limits.websocket_idle_read_bytes.min(read_max);
+        // Adaptive reads: a read that fills what it was offered doubles the
+        // next one (up to `read_buffer_bytes`), one that uses under a quarter
+        // halves it (down to `websocket_idle_read_bytes`). An empty buffer
+        // much larger than that is released, so an idle connection holds a
+        // small buffer, not the largest burst it ever saw.
+        let mut read_size = read_min;
         loop {
             if self.decode_buffered(&mut buffer) == Flow::Stop {
                 return if self.close_received {
@@ -226,13 +284,21 @@ impl Session {
                     SessionEnd::ServerClosed
                 };
             }
-            let reserve = self
-                .decoder
-                .bytes_needed_hint(&buffer)
-                .max(read_buffer_bytes / 4);
+            if buffer.is_empty() && buffer.capacity() > read_size * 2 {
+                buffer = BytesMut::new();
+            }
+            let reserve = self.decoder.bytes_needed_hint(&buffer).max(read_size);
+            let before = buffer.len();
             match read_into(reader, &mut buffer, reserve, None, &self.shard.metrics).await {
                 ReadOutcome::Data => last_received.set(quanta::Instant::now()),
                 _ => return SessionEnd::PeerDone,
+            }
+            let offered = buffer.capacity() - before;
+            let read = buffer.len() - before;
+            if read >= offered {
+                read_size = (read_size * 2).min(read_max);
+            } else if read < offered / 4 {
+                read_size = (read_size / 2).max(read_min);
             }
         }
     }

@@ -22,8 +22,9 @@ use super::{
     RoomCommand, RoomInput, SubscribeReply,
 };
 use crate::metrics::{LimitKind, ShardMetrics};
-use crate::send_queue::{Outbound, OutboundState, PushError};
+use crate::send_queue::{Outbound, PushError};
 use crate::shard::Shard;
+use crate::websocket_session::WebSocketHandle;
 
 /// Retry hint when the control plane is away.
 const UNAVAILABLE_RETRY_MS: u32 = 1_000;
@@ -130,8 +131,8 @@ impl Registry {
 pub struct ChatSession {
     shard: Rc<Shard>,
     outbound: Rc<Outbound>,
+    handle: Rc<WebSocketHandle>,
     connection: Option<Rc<ChatConnection>>,
-    authenticated: Rc<Cell<bool>>,
 }
 
 /// Whether the session goes on after a frame.
@@ -144,32 +145,18 @@ pub enum ChatFlow {
 }
 
 impl ChatSession {
-    /// A session on `outbound`; closes it with 4004 unless `Auth` arrives
-    /// within `chat.auth_timeout_ms`.
-    pub fn new(shard: Rc<Shard>, outbound: Rc<Outbound>) -> Self {
-        let authenticated = Rc::new(Cell::new(false));
+    /// A session on the WebSocket `handle`; the shard's sweeper closes it
+    /// with 4004 unless `Auth` arrives within `chat.auth_timeout_ms`.
+    pub fn new(shard: Rc<Shard>, handle: Rc<WebSocketHandle>) -> Self {
         let timeout = Duration::from_millis(shard.process.config.chat.auth_timeout_ms);
-        {
-            let authenticated = authenticated.clone();
-            let outbound = outbound.clone();
-            let shard = shard.clone();
-            monoio::spawn(async move {
-                monoio::time::sleep(timeout).await;
-                if !authenticated.get() && outbound.state() == OutboundState::Open {
-                    shard.metrics.limit_hit(LimitKind::ChatAuthTimeout);
-                    crate::websocket_session::close_outbound(
-                        &outbound,
-                        close_code::AUTH_TIMEOUT,
-                        "authenticate within the auth timeout",
-                    );
-                }
-            });
-        }
+        handle
+            .auth_deadline
+            .set(Some(quanta::Instant::now() + timeout));
         Self {
             shard,
-            outbound,
+            outbound: handle.outbound.clone(),
+            handle,
             connection: None,
-            authenticated,
         }
     }
 
@@ -275,7 +262,7 @@ impl ChatSession {
             .metrics
             .chat_connections
             .fetch_add(1, Ordering::Relaxed);
-        self.authenticated.set(true);
+        self.handle.auth_deadline.set(None);
         self.connection = Some(connection.clone());
         let message_bytes_max = shard.chat.limits.settings(control).message_bytes_max as u32;
         self.reply(&frame(&ServerFrame::AuthOk {
@@ -862,7 +849,9 @@ pub fn deliver_to_room(shard: &Rc<Shard>, room_id: i64, event: &Bytes, ephemeral
         None => return,
     };
     let limits = &shard.process.config.limits;
-    let soft_bytes = limits.send_queue_soft_bytes.min(limits.send_queue_bytes_max);
+    let soft_bytes = limits
+        .send_queue_soft_bytes
+        .min(limits.send_queue_bytes_max);
     let mut delivered = 0;
     for subscriber in &subscribers {
         if ephemeral && subscriber.outbound.queued_bytes() > soft_bytes {
