@@ -202,6 +202,9 @@ pub struct ChatConfig {
     pub persist_queue_max: usize,
     /// Changes in one `PersistBatch` (group commit).
     pub persist_batch_max: usize,
+    /// How long the first change of a batch waits for others to join it
+    /// (0: commit at once). Trades acknowledgement latency for fewer commits.
+    pub persist_linger_ms: u64,
     /// Rooms one connection may be subscribed to.
     pub subscriptions_per_connection_max: usize,
     /// Commands refused in a row for rate limiting before the connection is
@@ -227,6 +230,7 @@ impl Default for ChatConfig {
             room_backlog_max: 1_024,
             persist_queue_max: 16_384,
             persist_batch_max: 512,
+            persist_linger_ms: 2,
             subscriptions_per_connection_max: 256,
             rate_limit_strikes_max: 32,
             rights_cache_ttl_ms: 60_000,

@@ -70,11 +70,17 @@ impl Persister {
 pub async fn run(shard: Rc<Shard>) {
     let persister = shard.chat.persister.clone();
     let batch_max = shard.process.config.chat.persist_batch_max;
+    let linger = Duration::from_millis(shard.process.config.chat.persist_linger_ms);
     let mut delay = RETRY_DELAY_MIN;
     loop {
         if persister.queue.borrow().is_empty() {
             persister.wake.wait().await;
             continue;
+        }
+        // Group commit: a short wait lets a trickle of messages share one
+        // commit (PostgreSQL's commit_delay); a full batch goes at once.
+        if linger > Duration::ZERO && persister.queue.borrow().len() < batch_max {
+            monoio::time::sleep(linger).await;
         }
         let batch: Vec<PendingChange> = {
             let mut queue = persister.queue.borrow_mut();
