@@ -44,7 +44,11 @@ pub enum OutboundState {
 /// The bounded queue of one connection.
 pub struct Outbound {
     queue: RefCell<VecDeque<Bytes>>,
+    /// Bytes in `queue` plus those of the batch being written.
     queued_bytes: Cell<usize>,
+    /// Bytes of the batch the writer has handed to the kernel (part of
+    /// `queued_bytes` until the write completes).
+    in_flight_bytes: Cell<usize>,
     queued_bytes_max: usize,
     state: Cell<OutboundState>,
     /// Set when the writer should stop after the queue is empty.
@@ -60,6 +64,7 @@ impl Outbound {
         Rc::new(Self {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
+            in_flight_bytes: Cell::new(0),
             queued_bytes_max,
             state: Cell::new(OutboundState::Open),
             finish_requested: Cell::new(false),
@@ -89,8 +94,10 @@ impl Outbound {
             return false;
         }
         if drop_queued {
+            // What is being written stays counted: its write completes
+            // (and is subtracted) after this.
             self.queue.borrow_mut().clear();
-            self.queued_bytes.set(0);
+            self.queued_bytes.set(self.in_flight_bytes.get());
         }
         let frame_bytes = parts.iter().map(Bytes::len).sum();
         self.enqueue(parts, frame_bytes);
@@ -131,11 +138,13 @@ impl Outbound {
         let mut queue = self.queue.borrow_mut();
         let count = queue.len().min(IOVECS_PER_WRITE_MAX);
         batch.buffers.extend(queue.drain(..count));
+        self.in_flight_bytes.set(batch.total_bytes());
     }
 
     /// Puts back what a short write left, in order, ahead of newer frames.
     fn restore_unwritten(&self, batch: &mut WriteBatch, mut written: usize) {
         self.queued_bytes.set(self.queued_bytes.get() - written);
+        self.in_flight_bytes.set(0);
         let mut unwritten = Vec::new();
         for mut buffer in batch.buffers.drain(..) {
             if written >= buffer.len() {
@@ -228,6 +237,7 @@ pub async fn run_writer<W: AsyncWriteRent>(
                     outbound
                         .queued_bytes
                         .set(outbound.queued_bytes.get() - written);
+                    outbound.in_flight_bytes.set(0);
                     batch.buffers.clear();
                 } else {
                     outbound.restore_unwritten(&mut batch, written);
@@ -281,6 +291,24 @@ mod tests {
         );
         assert_eq!(outbound.push(&[bytes("x")]), Err(PushError::Closed));
         assert!(!outbound.push_final(&[bytes("again")], false));
+    }
+
+    #[test]
+    fn an_overflow_close_during_a_write_keeps_the_write_counted() {
+        let outbound = Outbound::new(100);
+        outbound.push(&[bytes("hello"), bytes("world")]).unwrap();
+        let mut batch = WriteBatch::default();
+        outbound.take_batch(&mut batch);
+        // The writer is in its writev when more is queued and the
+        // connection overflows: the queued frame goes, the write stays.
+        outbound.push(&[bytes("queued")]).unwrap();
+        assert!(outbound.push_final(&[bytes("close")], true));
+        assert_eq!(outbound.queued_bytes(), 10 + 5, "in flight + close");
+        // The write completes short: 3 bytes; the rest goes back in front.
+        outbound.restore_unwritten(&mut batch, 3);
+        assert_eq!(outbound.queued_bytes(), 2 + 5 + 5);
+        let rest: Vec<Bytes> = outbound.queue.borrow().iter().cloned().collect();
+        assert_eq!(rest, vec![bytes("lo"), bytes("world"), bytes("close")]);
     }
 
     #[test]
