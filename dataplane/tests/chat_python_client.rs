@@ -11,78 +11,15 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::chat::ChatWorld;
+use support::python::{assert_importable, run_script, script_path};
 use support::{for_each_driver, Driver, TestRuntime};
 
 /// How long the whole Python script may run against one world. The script
 /// bounds itself to 25 s; this is the backstop.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(45);
-
-fn script_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/chat_client.py")
-}
-
-fn assert_websockets_importable() {
-    let probe = Command::new("python3")
-        .args(["-c", "import websockets.asyncio.client"])
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("python3 is needed for this test and could not run: {error}")
-        });
-    assert!(
-        probe.status.success(),
-        "the Python package `websockets` (version 13 or later, for its asyncio client) is not \
-         importable: run the setup script, `bash scripts/setup.sh`, which installs it.\npython3 \
-         said: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-}
-
-/// Runs the script with `args`, killing it if it outlives
-/// [`SCRIPT_TIMEOUT`]. Returns its exit code (None if killed) and output.
-fn run_script(args: &[String]) -> (Option<i32>, String) {
-    let mut child = Command::new("python3")
-        .arg(script_path())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    // The script prints one JSON line and at most a traceback, far below a
-    // pipe's capacity, so reading after it exits cannot dead-lock.
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll python3") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut output = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .expect("read stderr");
-    (status.and_then(|status| status.code()), output)
-}
 
 fn run(driver: Driver, test: impl AsyncFnOnce(ChatWorld)) {
     let runtime = TestRuntime::new();
@@ -94,7 +31,7 @@ fn run(driver: Driver, test: impl AsyncFnOnce(ChatWorld)) {
 
 #[test]
 fn python_client_written_from_the_protocol_document_passes_its_scenario() {
-    assert_websockets_importable();
+    assert_importable("websockets.asyncio.client");
     for_each_driver(|driver| {
         run(driver, async |world| {
             let ana = world.user("ana").await;
@@ -119,9 +56,15 @@ fn python_client_written_from_the_protocol_document_passes_its_scenario() {
                 "--user-id-b".to_owned(),
                 bob.user_id.to_string(),
             ];
-            let (code, output) = tokio::task::spawn_blocking(move || run_script(&args))
-                .await
-                .expect("the script runner does not panic");
+            let (code, output) = tokio::task::spawn_blocking(move || {
+                run_script(
+                    &script_path("dataplane/tests/python/chat_client.py"),
+                    &args,
+                    SCRIPT_TIMEOUT,
+                )
+            })
+            .await
+            .expect("the script runner does not panic");
             println!("{output}");
             assert_eq!(
                 code,

@@ -6,11 +6,9 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::python::{assert_importable, run_script, script_path};
 use support::{for_each_driver, TestServer};
 
 /// How long the whole Python script may run against one server.
@@ -19,76 +17,9 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 const FRAME_BYTES_MAX: &str = "1048576";
 const MESSAGE_BYTES_MAX: &str = "4194304";
 
-fn script_path() -> PathBuf {
-    let workspace_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    workspace_root.join("tests/python/ws_conformance.py")
-}
-
-fn assert_websockets_importable() {
-    let probe = Command::new("python3")
-        .args(["-c", "import websockets.sync.client"])
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("python3 is needed for this test and could not run: {error}")
-        });
-    assert!(
-        probe.status.success(),
-        "the Python package `websockets` (version 11 or later) is not importable: run the setup \
-         script, `bash scripts/setup.sh`, which installs it.\npython3 said: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-}
-
-/// Runs the script against `url`, killing it if it outlives
-/// [`SCRIPT_TIMEOUT`]. Returns its exit code (None if killed) and output.
-fn run_script(url: &str) -> (Option<i32>, String) {
-    let mut child = Command::new("python3")
-        .arg(script_path())
-        .arg(url)
-        .args([
-            "--frame-bytes-max",
-            FRAME_BYTES_MAX,
-            "--message-bytes-max",
-            MESSAGE_BYTES_MAX,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    // The script prints a line per check, far below a pipe's capacity, so
-    // reading after it exits cannot dead-lock.
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll python3") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut output = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .expect("read stderr");
-    (status.and_then(|status| status.code()), output)
-}
-
 #[test]
 fn python_websockets_client_passes_every_conformance_check() {
-    assert_websockets_importable();
+    assert_importable("websockets.sync.client");
     for_each_driver(|driver| {
         let server = TestServer::start(
             driver,
@@ -97,7 +28,18 @@ fn python_websockets_client_passes_every_conformance_check() {
                 ("VEZA_LIMITS_WEBSOCKET_MESSAGE_BYTES_MAX", MESSAGE_BYTES_MAX),
             ],
         );
-        let (code, output) = run_script(&server.ws_url("/v1/echo"));
+        let args = [
+            server.ws_url("/v1/echo"),
+            "--frame-bytes-max".to_owned(),
+            FRAME_BYTES_MAX.to_owned(),
+            "--message-bytes-max".to_owned(),
+            MESSAGE_BYTES_MAX.to_owned(),
+        ];
+        let (code, output) = run_script(
+            &script_path("tests/python/ws_conformance.py"),
+            &args,
+            SCRIPT_TIMEOUT,
+        );
         println!("{output}");
         assert_eq!(
             code,

@@ -23,6 +23,7 @@ pub mod chat;
 pub mod control_plane;
 pub mod http;
 pub mod metrics;
+pub mod python;
 pub mod raw_websocket;
 pub mod websocket;
 
