@@ -33,8 +33,14 @@ const UNAVAILABLE_RETRY_MS: u32 = 1_000;
 enum Subscription {
     /// Asked the owner; no answer yet.
     Pending,
-    /// Counted by the owner; replaying history; live events held here.
-    CatchingUp(Vec<Bytes>),
+    /// Counted by the owner; replaying history; live events held here,
+    /// within the connection's send queue bound.
+    CatchingUp {
+        /// Live events in arrival order.
+        held: Vec<Bytes>,
+        /// Their bytes.
+        held_bytes: usize,
+    },
     /// Receiving live events.
     Live,
 }
@@ -719,10 +725,13 @@ pub fn on_subscribe_reply(shard: &Rc<Shard>, reply: SubscribeReply) {
                 .insert(room_id, Subscription::Live);
         }
         Some((after_seq, before_seq)) => {
-            connection
-                .subscriptions
-                .borrow_mut()
-                .insert(room_id, Subscription::CatchingUp(Vec::new()));
+            connection.subscriptions.borrow_mut().insert(
+                room_id,
+                Subscription::CatchingUp {
+                    held: Vec::new(),
+                    held_bytes: 0,
+                },
+            );
             monoio::spawn(catch_up(
                 shard.clone(),
                 connection,
@@ -776,7 +785,7 @@ async fn catch_up(
     }
     let still_catching_up = matches!(
         connection.subscriptions.borrow().get(&room_id),
-        Some(Subscription::CatchingUp(_))
+        Some(Subscription::CatchingUp { .. })
     );
     if !still_catching_up {
         return;
@@ -812,7 +821,7 @@ async fn catch_up(
         .subscriptions
         .borrow_mut()
         .insert(room_id, Subscription::Live);
-    if let Some(Subscription::CatchingUp(held)) = held {
+    if let Some(Subscription::CatchingUp { held, .. }) = held {
         for frame in &held {
             connection.push(&shard, frame);
         }
@@ -844,16 +853,18 @@ fn stored_message_frames(message: &veza_proto::control::StoredMessage) -> Vec<By
 
 /// A framed room event for the local subscribers of `room_id`.
 pub fn deliver_to_room(shard: &Rc<Shard>, room_id: i64, event: &Bytes, ephemeral: bool) {
-    let subscribers = match shard.chat.registry.rooms.borrow().get(&room_id) {
-        Some(subscribers) => subscribers.clone(),
-        None => return,
+    // Pushing never changes the room lists (a close only queues a close
+    // frame), so they are read in place: no copy per delivered event.
+    let rooms = shard.chat.registry.rooms.borrow();
+    let Some(subscribers) = rooms.get(&room_id) else {
+        return;
     };
     let limits = &shard.process.config.limits;
     let soft_bytes = limits
         .send_queue_soft_bytes
         .min(limits.send_queue_bytes_max);
     let mut delivered = 0;
-    for subscriber in &subscribers {
+    for subscriber in subscribers {
         if ephemeral && subscriber.outbound.queued_bytes() > soft_bytes {
             shard.metrics.limit_hit(LimitKind::SendQueueSoftBytes);
             continue;
@@ -866,12 +877,22 @@ pub fn deliver_to_room(shard: &Rc<Shard>, room_id: i64, event: &Bytes, ephemeral
                     delivered += 1;
                 }
             }
-            Some(Subscription::CatchingUp(held)) => {
-                if !ephemeral {
-                    held.push(event.clone());
+            Some(Subscription::CatchingUp { held, held_bytes }) if !ephemeral => {
+                // Held events count against the same bound as the queue.
+                let queued = subscriber.outbound.queued_bytes();
+                if queued + *held_bytes + event.len() > limits.send_queue_bytes_max {
+                    drop(subscriptions);
+                    shard.metrics.limit_hit(LimitKind::SendQueueBytes);
+                    subscriber.close(
+                        close_code::SEND_QUEUE_OVERFLOW,
+                        "send queue overflow: read faster, then resume",
+                    );
+                    continue;
                 }
+                *held_bytes += event.len();
+                held.push(event.clone());
             }
-            Some(Subscription::Pending) | None => {}
+            Some(_) | None => {}
         }
     }
     ShardMetrics::add(&shard.metrics.chat_deliveries_total, delivered);
