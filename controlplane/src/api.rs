@@ -95,20 +95,32 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The body-limit layer answers an over-long `Content-Length` with plain text
-/// before any route runs; give that answer our JSON error shape.
+/// before any route runs; give that answer our JSON error shape. Every 413
+/// also says `Connection: close` (as nginx does): the unread rest of the body
+/// is still on the wire, so the connection cannot carry another request, and a
+/// client that reused it would see its next request fail.
 async fn json_payload_too_large(response: axum::response::Response) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return ApiError::new(
+    let mut response = if is_json {
+        response
+    } else {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "the request body is over server.request_body_bytes_max",
         )
-        .into_response();
-    }
+        .into_response()
+    };
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     response
 }

@@ -397,6 +397,26 @@ async fn an_oversize_body_gets_a_json_413() {
     );
     // Nothing was created.
     assert_eq!(register(&server, "carol").await["is_admin"], true);
+    // The unread rest of an oversize body makes the connection unusable, so
+    // the 413 says so; a pooling client then opens a new one for its next
+    // request instead of failing it.
+    let response = server
+        .http
+        .post(server.url("/v1/accounts"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 300_000])
+        .send()
+        .await
+        .expect("the 413 reaches the client");
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a 413 must close the connection"
+    );
+    for name in ["dave", "erin", "frank"] {
+        assert_eq!(register(&server, name).await["is_admin"], false);
+    }
 }
 
 #[tokio::test]
