@@ -3,7 +3,8 @@
 # As root it installs; otherwise it prints the exact commands and stops.
 set -euo pipefail
 
-apt_packages=(pkg-config ca-certificates curl util-linux procps postgresql nats-server)
+apt_packages=(pkg-config ca-certificates curl util-linux procps postgresql nats-server
+  libopus-dev ffmpeg opus-tools oggz-tools icecast2)
 # Module name, then the pip requirement that provides it.
 python_packages=("websockets websockets==17.4" "schemathesis schemathesis==4.32.5")
 
