@@ -413,6 +413,10 @@ async fn answer(context: &ServerContext, body: RequestBody) -> ResponseResult {
         RequestBody::FetchRevocations => operations::revocations(state)
             .await
             .map(|revocations| ResponseBody::Revocations { revocations }),
+        RequestBody::AuthorizeLiveSource { .. } => Err(RequestError {
+            code: RequestErrorCode::Unavailable,
+            message: "live streams are not built yet".into(),
+        }),
         RequestBody::PersistBatch { .. } => unreachable!("batches go to the persist worker"),
     };
     match outcome {

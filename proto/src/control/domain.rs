@@ -270,3 +270,34 @@ pub struct Revocation {
     /// When the token expires; the revocation may be forgotten after it.
     pub expires_at_ms: i64,
 }
+
+/// What a live source presented to broadcast.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum LiveCredential {
+    /// The stream key (HTTP basic auth password, as Icecast sources send it).
+    StreamKey(String),
+    /// A bearer access token the data plane already verified: its user.
+    User {
+        /// The token's subject.
+        user_id: i64,
+    },
+}
+
+/// A live stream a source may broadcast on, and how to process it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LiveSourceGrant {
+    /// The stream's id.
+    pub stream_id: i64,
+    /// The stream's name (`/v1/live/{name}`).
+    pub name: String,
+    /// The user who owns the stream.
+    pub owner_user_id: i64,
+    /// The stream's title as stored (a source's `ice-name` may override it
+    /// for this broadcast).
+    pub title: String,
+    /// Record the broadcast into a track.
+    pub recording_enabled: bool,
+    /// The DSP chain for raw PCM sources, as JSON (`veza_codec::dsp::DspConfig`;
+    /// empty: the defaults).
+    pub dsp_config_json: String,
+}

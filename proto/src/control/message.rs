@@ -10,7 +10,8 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::domain::{
-    MessageChange, Revocation, RoomRights, RuntimeSettings, SigningKey, StoredMessage,
+    LiveCredential, LiveSourceGrant, MessageChange, Revocation, RoomRights, RuntimeSettings,
+    SigningKey, StoredMessage,
 };
 
 /// The data plane's first frame.
@@ -79,6 +80,16 @@ pub enum RequestBody {
     /// Every revoked access token that has not expired yet. Answered with
     /// [`ResponseBody::Revocations`].
     FetchRevocations,
+    /// May this credential broadcast on the live stream named `stream_name`?
+    /// Answered with [`ResponseBody::LiveSource`], or the error
+    /// [`RequestErrorCode::NotFound`] (no such stream) or
+    /// [`RequestErrorCode::Denied`] (wrong key, not the owner).
+    AuthorizeLiveSource {
+        /// The stream's name as in `/v1/live/{stream}`.
+        stream_name: String,
+        /// What the source presented.
+        credential: LiveCredential,
+    },
 }
 
 impl RequestBody {
@@ -91,6 +102,7 @@ impl RequestBody {
             RequestBody::PersistBatch { .. } => "persist_batch",
             RequestBody::FetchHistory { .. } => "fetch_history",
             RequestBody::FetchRevocations => "fetch_revocations",
+            RequestBody::AuthorizeLiveSource { .. } => "authorize_live_source",
         }
     }
 }
@@ -154,6 +166,8 @@ pub enum ResponseBody {
         /// Every revoked token that has not expired.
         revocations: Vec<Revocation>,
     },
+    /// To [`RequestBody::AuthorizeLiveSource`]: the source may broadcast.
+    LiveSource(LiveSourceGrant),
 }
 
 /// Why a request failed.
@@ -168,6 +182,9 @@ pub enum RequestErrorCode {
     /// The control plane cannot serve this now (starting, shutting down, a
     /// part not built yet); retry later.
     Unavailable,
+    /// The credential does not grant what was asked (a wrong stream key, a
+    /// user who does not own the stream).
+    Denied,
 }
 
 impl RequestErrorCode {
@@ -178,6 +195,7 @@ impl RequestErrorCode {
             RequestErrorCode::NotFound => "not_found",
             RequestErrorCode::Internal => "internal",
             RequestErrorCode::Unavailable => "unavailable",
+            RequestErrorCode::Denied => "denied",
         }
     }
 }
