@@ -3,9 +3,8 @@
 
 use bytes::BytesMut;
 use veza_codec::ogg::{
-    write_page, DemuxEvent, DemuxLimits, LastPacket, OggError,
-    OggOpusDemuxer, OpusHead, OpusTags, HEADER_TYPE_BOS, HEADER_TYPE_CONTINUED, HEADER_TYPE_EOS,
-    PAGE_BODY_BYTES_MAX,
+    write_page, DemuxEvent, DemuxLimits, LastPacket, OggError, OggOpusDemuxer, OpusHead, OpusTags,
+    HEADER_TYPE_BOS, HEADER_TYPE_CONTINUED, HEADER_TYPE_EOS, PAGE_BODY_BYTES_MAX,
 };
 
 const SERIAL: u32 = 0x1234_5678;
@@ -24,7 +23,16 @@ fn page_with(
     last_packet: LastPacket,
 ) -> Vec<u8> {
     let mut out = BytesMut::new();
-    write_page(header_type, 0, serial, sequence, packets, last_packet, &mut out).unwrap();
+    write_page(
+        header_type,
+        0,
+        serial,
+        sequence,
+        packets,
+        last_packet,
+        &mut out,
+    )
+    .unwrap();
     out.to_vec()
 }
 
@@ -114,14 +122,20 @@ fn a_flipped_bit_fails_the_crc_of_its_page() {
 
 #[test]
 fn ogg_vorbis_is_not_opus() {
-    let vorbis_identification = b"\x01vorbis\x00\x00\x00\x00\x02\x44\xac\x00\x00\0\0\0\0\0\xf4\x01\0\0\0\0\0\xb8\x01";
+    let vorbis_identification =
+        b"\x01vorbis\x00\x00\x00\x00\x02\x44\xac\x00\x00\0\0\0\0\0\xf4\x01\0\0\0\0\0\xb8\x01";
     let stream = page(HEADER_TYPE_BOS, SERIAL, 0, &[vorbis_identification]);
     assert_eq!(refusal(&stream), OggError::NotOpus);
 }
 
 #[test]
 fn ogg_flac_is_not_opus() {
-    let stream = page(HEADER_TYPE_BOS, SERIAL, 0, &[b"\x7fFLAC\x01\x00\x00\x01fLaC"]);
+    let stream = page(
+        HEADER_TYPE_BOS,
+        SERIAL,
+        0,
+        &[b"\x7fFLAC\x01\x00\x00\x01fLaC"],
+    );
     assert_eq!(refusal(&stream), OggError::NotOpus);
 }
 
@@ -154,27 +168,56 @@ fn surround_mapping_family_1_is_refused_for_live_input() {
     };
     assert_eq!(OpusHead::parse(&head.encode()), Ok(head.clone()));
     let stream = page(HEADER_TYPE_BOS, SERIAL, 0, &[&head.encode()]);
-    assert!(matches!(refusal(&stream), OggError::BadOpusHead(reason) if reason.contains("family 0")));
+    assert!(
+        matches!(refusal(&stream), OggError::BadOpusHead(reason) if reason.contains("family 0"))
+    );
 }
 
 #[test]
 fn opus_head_parse_refuses_impossible_layouts() {
     let check = |head: OpusHead, reason: &'static str| {
-        assert_eq!(OpusHead::parse(&head.encode()), Err(OggError::BadOpusHead(reason)));
+        assert_eq!(
+            OpusHead::parse(&head.encode()),
+            Err(OggError::BadOpusHead(reason))
+        );
     };
-    check(OpusHead { channel_count: 3, ..stereo_head() }, "mapping family 0 allows only one or two channels");
-    check(OpusHead { version: 0x10, ..stereo_head() }, "unsupported major version");
+    check(
+        OpusHead {
+            channel_count: 3,
+            ..stereo_head()
+        },
+        "mapping family 0 allows only one or two channels",
+    );
+    check(
+        OpusHead {
+            version: 0x10,
+            ..stereo_head()
+        },
+        "unsupported major version",
+    );
     let family_1 = |channel_count, mapping: Vec<u8>| OpusHead {
         channel_count,
         mapping_family: 1,
         mapping,
         ..stereo_head()
     };
-    check(family_1(9, vec![9, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]), "mapping family 1 allows at most eight channels");
+    check(
+        family_1(9, vec![9, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+        "mapping family 1 allows at most eight channels",
+    );
     check(family_1(2, vec![0, 0, 0, 0]), "zero streams");
-    check(family_1(2, vec![1, 2, 0, 1]), "more coupled streams than streams");
-    check(family_1(2, vec![1, 0, 0, 1]), "channel mapping names a missing stream");
-    check(family_1(2, vec![1, 0]), "channel mapping table is truncated");
+    check(
+        family_1(2, vec![1, 2, 0, 1]),
+        "more coupled streams than streams",
+    );
+    check(
+        family_1(2, vec![1, 0, 0, 1]),
+        "channel mapping names a missing stream",
+    );
+    check(
+        family_1(2, vec![1, 0]),
+        "channel mapping table is truncated",
+    );
     // 255 marks a silent channel and is always allowed.
     let silent_right = family_1(2, vec![1, 0, 0, 255]);
     assert_eq!(OpusHead::parse(&silent_right.encode()), Ok(silent_right));
@@ -204,15 +247,31 @@ fn opus_tags_claiming_more_comments_than_the_packet_holds_are_refused() {
 #[test]
 fn opus_tags_parse_refuses_lengths_past_the_end_and_bad_utf8() {
     let check = |packet: &[u8], reason: &'static str| {
-        assert_eq!(OpusTags::parse(packet), Err(OggError::BadOpusTags(reason)), "{packet:?}");
+        assert_eq!(
+            OpusTags::parse(packet),
+            Err(OggError::BadOpusTags(reason)),
+            "{packet:?}"
+        );
     };
     check(b"OpusTag", "missing the OpusTags signature");
     check(b"OpusTags\x05\0\0", "vendor string length is truncated");
-    check(b"OpusTags\x05\0\0\0abc", "vendor string length exceeds the packet");
-    check(b"OpusTags\x01\0\0\0\xff\0\0\0\0", "vendor string is not UTF-8");
+    check(
+        b"OpusTags\x05\0\0\0abc",
+        "vendor string length exceeds the packet",
+    );
+    check(
+        b"OpusTags\x01\0\0\0\xff\0\0\0\0",
+        "vendor string is not UTF-8",
+    );
     check(b"OpusTags\0\0\0\0\x01\0", "comment count is truncated");
-    check(b"OpusTags\0\0\0\0\x01\0\0\0\x09\0\0\0a=b", "comment length exceeds the packet");
-    check(b"OpusTags\0\0\0\0\x01\0\0\0\x01\0\0\0\xc3", "comment is not UTF-8");
+    check(
+        b"OpusTags\0\0\0\0\x01\0\0\0\x09\0\0\0a=b",
+        "comment length exceeds the packet",
+    );
+    check(
+        b"OpusTags\0\0\0\0\x01\0\0\0\x01\0\0\0\xc3",
+        "comment is not UTF-8",
+    );
 }
 
 #[test]
@@ -249,7 +308,13 @@ fn a_packet_growing_over_the_limit_across_pages_is_refused_when_it_crosses() {
     let packet = [&[0xf8][..], &[0u8; 999]].concat();
     let stream = [
         headers(),
-        page_with(0, SERIAL, 2, &[&packet[..510]], LastPacket::ContinuesOnNextPage),
+        page_with(
+            0,
+            SERIAL,
+            2,
+            &[&packet[..510]],
+            LastPacket::ContinuesOnNextPage,
+        ),
         page(HEADER_TYPE_CONTINUED, SERIAL, 3, &[&packet[510..]]),
     ]
     .concat();
@@ -301,17 +366,30 @@ fn out_of_order_pages_are_unexpected() {
         ),
         (
             "tags and head on one page",
-            page(HEADER_TYPE_BOS, SERIAL, 0, &[&stereo_head().encode(), &tags().encode()]),
+            page(
+                HEADER_TYPE_BOS,
+                SERIAL,
+                0,
+                &[&stereo_head().encode(), &tags().encode()],
+            ),
             "the BOS page must hold the OpusHead packet alone",
         ),
         (
             "audio on the tags page",
-            [head_page.clone(), page(0, SERIAL, 1, &[&tags().encode(), AUDIO])].concat(),
+            [
+                head_page.clone(),
+                page(0, SERIAL, 1, &[&tags().encode(), AUDIO]),
+            ]
+            .concat(),
             "an audio packet shares the page that ends OpusTags",
         ),
         (
             "second BOS, same serial",
-            [headers(), page(HEADER_TYPE_BOS, SERIAL, 2, &[&stereo_head().encode()])].concat(),
+            [
+                headers(),
+                page(HEADER_TYPE_BOS, SERIAL, 2, &[&stereo_head().encode()]),
+            ]
+            .concat(),
             "a BOS page arrived in the middle of a logical stream",
         ),
         (
@@ -331,7 +409,12 @@ fn out_of_order_pages_are_unexpected() {
         ),
         (
             "stream ends before its tags",
-            page(HEADER_TYPE_BOS | HEADER_TYPE_EOS, SERIAL, 0, &[&stereo_head().encode()]),
+            page(
+                HEADER_TYPE_BOS | HEADER_TYPE_EOS,
+                SERIAL,
+                0,
+                &[&stereo_head().encode()],
+            ),
             "the stream ended before its OpusTags header",
         ),
     ];
@@ -342,7 +425,13 @@ fn out_of_order_pages_are_unexpected() {
 
 #[test]
 fn a_packet_left_unfinished_is_unexpected_on_a_fresh_page_and_at_the_end() {
-    let start = page_with(0, SERIAL, 2, &[&[0xf8; 255]], LastPacket::ContinuesOnNextPage);
+    let start = page_with(
+        0,
+        SERIAL,
+        2,
+        &[&[0xf8; 255]],
+        LastPacket::ContinuesOnNextPage,
+    );
     let fresh = [headers(), start.clone(), page(0, SERIAL, 3, &[AUDIO])].concat();
     assert_eq!(
         refusal(&fresh),
@@ -350,7 +439,13 @@ fn a_packet_left_unfinished_is_unexpected_on_a_fresh_page_and_at_the_end() {
     );
     let eos = [
         headers(),
-        page_with(HEADER_TYPE_EOS, SERIAL, 2, &[&[0xf8; 255]], LastPacket::ContinuesOnNextPage),
+        page_with(
+            HEADER_TYPE_EOS,
+            SERIAL,
+            2,
+            &[&[0xf8; 255]],
+            LastPacket::ContinuesOnNextPage,
+        ),
     ]
     .concat();
     assert_eq!(
@@ -365,9 +460,20 @@ fn lost_pages_are_counted_and_the_packet_spanning_them_is_dropped() {
     let stream = [
         headers(),
         page(0, SERIAL, 2, &[AUDIO]),
-        page_with(0, SERIAL, 3, &[AUDIO, &long_packet[..510]], LastPacket::ContinuesOnNextPage),
+        page_with(
+            0,
+            SERIAL,
+            3,
+            &[AUDIO, &long_packet[..510]],
+            LastPacket::ContinuesOnNextPage,
+        ),
         // Pages 4 and 5 were lost; page 6 ends a packet whose start is gone.
-        page(HEADER_TYPE_CONTINUED, SERIAL, 6, &[&[7u8; 20], &[0xf8, 0x01]]),
+        page(
+            HEADER_TYPE_CONTINUED,
+            SERIAL,
+            6,
+            &[&[7u8; 20], &[0xf8, 0x01]],
+        ),
         page(HEADER_TYPE_EOS, SERIAL, 7, &[AUDIO]),
     ]
     .concat();
@@ -424,5 +530,7 @@ fn every_error_has_a_detail_sentence_for_the_400_body() {
         assert!(!detail.ends_with(".."), "{detail}");
     }
     assert!(OggError::CrcMismatch { sequence: 9 }.detail().contains('9'));
-    assert!(OggError::BadOpusHead("zero channels").detail().contains("zero channels"));
+    assert!(OggError::BadOpusHead("zero channels")
+        .detail()
+        .contains("zero channels"));
 }

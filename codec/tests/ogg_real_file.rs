@@ -14,8 +14,9 @@ use std::process::Command;
 use bytes::{Bytes, BytesMut};
 use veza_codec::ogg::crc::crc32;
 use veza_codec::ogg::{
-    parse_page, DemuxEvent, DemuxLimits, OggOpusDemuxer, OggOpusPager, OpusHead, OpusTags,
-    GRANULE_POSITION_NONE, HEADER_TYPE_BOS, HEADER_TYPE_EOS,
+    opus_packet_samples, parse_page, DemuxEvent, DemuxLimits, OggOpusDemuxer, OggOpusPager,
+    OpusHead, OpusTags, END_OF_STREAM_FILLER_PACKET, GRANULE_POSITION_NONE, HEADER_TYPE_BOS,
+    HEADER_TYPE_EOS,
 };
 
 const SINE_STEREO: &[u8] = include_bytes!("../src/ogg/testdata/sine_440hz_200ms_stereo.opus");
@@ -37,7 +38,10 @@ const SINE_STEREO_PAGES: [(u8, u64, u32, u32, &[u8]); 6] = [
 ];
 
 fn from_hex(hex: &str) -> Vec<u8> {
-    let digits: Vec<u8> = hex.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
+    let digits: Vec<u8> = hex
+        .bytes()
+        .filter(|byte| !byte.is_ascii_whitespace())
+        .collect();
     digits
         .chunks(2)
         .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
@@ -45,7 +49,11 @@ fn from_hex(hex: &str) -> Vec<u8> {
 }
 
 fn demux_all(stream: &[u8]) -> Vec<DemuxEvent> {
-    let mut demuxer = OggOpusDemuxer::new(DemuxLimits::default());
+    demux_all_with(stream, DemuxLimits::default())
+}
+
+fn demux_all_with(stream: &[u8], limits: DemuxLimits) -> Vec<DemuxEvent> {
+    let mut demuxer = OggOpusDemuxer::new(limits);
     demuxer.push(stream);
     let mut events = Vec::new();
     while let Some(event) = demuxer.next_event().expect("a valid stream") {
@@ -116,10 +124,16 @@ fn assert_tools_accept(stream: &[u8], name: &str) -> String {
     let (validate_ok, validate_text) = run_tool("oggz-validate", &[], &path);
     let (info_ok, info_text) = run_tool("opusinfo", &[], &path);
     std::fs::remove_file(&path).unwrap();
-    assert!(validate_ok, "oggz-validate refused {name}:\n{validate_text}");
+    assert!(
+        validate_ok,
+        "oggz-validate refused {name}:\n{validate_text}"
+    );
     assert!(info_ok, "opusinfo refused {name}:\n{info_text}");
     for complaint in ["WARNING", "ERROR", "Warning", "Error"] {
-        assert!(!info_text.contains(complaint), "opusinfo on {name}:\n{info_text}");
+        assert!(
+            !info_text.contains(complaint),
+            "opusinfo on {name}:\n{info_text}"
+        );
     }
     info_text
 }
@@ -198,31 +212,38 @@ fn repaged_real_file_passes_oggz_validate_and_opusinfo_with_the_same_packets() {
     assert_granules_count_completed_samples(&repaged);
 }
 
-/// Walks the pages and checks that each audio page's granule position is
-/// the running total of the samples of the packets ending on it.
+/// Walks the pages and checks that sequence numbers have no gap and that
+/// each page's granule position is the running total of the samples of the
+/// audio packets ending on it or before it (-1 where none ends), the
+/// filler on an EOS page being trimmed.
 fn assert_granules_count_completed_samples(stream: &[u8]) {
     let mut offset = 0;
     let mut total_samples = 0u64;
     let mut sequence_expected = 0;
+    let mut audio_started = false;
+    let mut open_packet = Vec::new();
     while offset < stream.len() {
         let (page, page_bytes) = parse_page(&stream[offset..]).unwrap().unwrap();
         assert_eq!(page.sequence, sequence_expected);
         sequence_expected += 1;
-        let mut packet_start = 0;
         let mut body_offset = 0;
         let mut n_packets_ended = 0;
         for &lacing in page.segment_table {
+            open_packet.extend_from_slice(&page.body[body_offset..body_offset + lacing as usize]);
             body_offset += lacing as usize;
-            if lacing < 255 {
-                let packet = &page.body[packet_start..body_offset];
-                if page.sequence >= 2 {
-                    total_samples += u64::from(veza_codec::ogg::opus_packet_samples(packet).unwrap());
-                }
-                packet_start = body_offset;
-                n_packets_ended += 1;
+            if lacing == 255 {
+                continue;
             }
+            let is_trimmed_filler =
+                page.is_end_of_stream() && open_packet == END_OF_STREAM_FILLER_PACKET;
+            if audio_started && !is_trimmed_filler {
+                total_samples += u64::from(opus_packet_samples(&open_packet).unwrap());
+            }
+            audio_started |= open_packet.starts_with(b"OpusTags");
+            open_packet.clear();
+            n_packets_ended += 1;
         }
-        let expected = if n_packets_ended == 0 && !page.is_end_of_stream() {
+        let expected = if n_packets_ended == 0 {
             GRANULE_POSITION_NONE
         } else {
             total_samples
@@ -234,7 +255,9 @@ fn assert_granules_count_completed_samples(stream: &[u8]) {
 
 #[test]
 fn a_chained_stream_yields_head_and_tags_again_after_end_of_stream() {
-    let second_stream = repage(&demux_all(SINE_STEREO), 7, 960);
+    // 2880-sample pages leave two packets pending at the end, so the EOS
+    // page needs no filler and the second stream has the same 11 packets.
+    let second_stream = repage(&demux_all(SINE_STEREO), 7, 2880);
     let chained = [SINE_STEREO, &second_stream[..]].concat();
     let events = demux_all(&chained);
     let kinds: Vec<&str> = events
@@ -280,7 +303,10 @@ fn a_longer_ffmpeg_stream_with_20_ms_pages_survives_repaging() {
     let source = std::fs::read(&source_path).unwrap();
     std::fs::remove_file(&source_path).unwrap();
     let events = demux_all(&source);
-    let source_samples: u64 = audio_of(&events).iter().map(|&(_, samples)| u64::from(samples)).sum();
+    let source_samples: u64 = audio_of(&events)
+        .iter()
+        .map(|&(_, samples)| u64::from(samples))
+        .sum();
     assert!(source_samples >= 3 * 48_000, "{source_samples}");
     // Half-second pages: 25 packets of 20 ms each.
     let repaged = repage(&events, 0xfeed_f00d, 24_000);
@@ -288,4 +314,64 @@ fn a_longer_ffmpeg_stream_with_20_ms_pages_survives_repaging() {
     let repaged_audio = audio_of(&demux_all(&repaged));
     assert_eq!(repaged_audio, audio_of(&events));
     assert_granules_count_completed_samples(&repaged);
+}
+
+#[test]
+fn a_reconnecting_source_continues_one_stream_for_listeners() {
+    // The broadcaster drops and comes back with a new encoder session: a
+    // new serial, sequence numbers and granules from 0 again.
+    let first_session = demux_all(SINE_STEREO);
+    let second_session = demux_all(&repage(&first_session, 99, 2880));
+    let mut pager = OggOpusPager::new(
+        0x5645_5a41,
+        &first_session_head(&first_session),
+        &OpusTags::default(),
+        960 * 3,
+    );
+    let mut stream = BytesMut::from(&pager.header_pages()[..]);
+    for (packet, samples) in audio_of(&first_session)
+        .into_iter()
+        .chain(audio_of(&second_session))
+    {
+        stream.extend_from_slice(&pager.push_packet(&packet, samples).unwrap_or_default());
+    }
+    stream.extend_from_slice(&pager.finish());
+    assert_eq!(pager.granule_position(), 22 * 960);
+    assert_tools_accept(&stream, "reconnected.opus");
+    assert_granules_count_completed_samples(&stream);
+    assert_eq!(audio_of(&demux_all(&stream)).len(), 22);
+}
+
+fn first_session_head(events: &[DemuxEvent]) -> OpusHead {
+    match &events[0] {
+        DemuxEvent::Head(head) => head.clone(),
+        other => panic!("expected a head, got {other:?}"),
+    }
+}
+
+#[test]
+fn tags_spanning_header_pages_pass_the_tools() {
+    let events = demux_all(SINE_STEREO);
+    let long_tags = OpusTags {
+        vendor: "veza".to_string(),
+        comments: vec![format!("DESCRIPTION={}", "la".repeat(40_000))],
+    };
+    let mut pager = OggOpusPager::new(1, &first_session_head(&events), &long_tags, 960);
+    let mut stream = BytesMut::from(&pager.header_pages()[..]);
+    for (packet, samples) in audio_of(&events) {
+        stream.extend_from_slice(&pager.push_packet(&packet, samples).unwrap_or_default());
+    }
+    stream.extend_from_slice(&pager.finish());
+    assert_tools_accept(&stream, "long-tags.opus");
+    let limits = DemuxLimits {
+        packet_bytes_max: 100_000,
+    };
+    let repaged_events = demux_all_with(&stream, limits);
+    assert_eq!(repaged_events[1], DemuxEvent::Tags(long_tags));
+    // 960-sample pages leave nothing pending: the EOS page carries the
+    // filler packet, and its granule trims the filler away.
+    let repaged_audio = audio_of(&repaged_events);
+    assert_eq!(repaged_audio.len(), 12);
+    assert_eq!(&repaged_audio[11].0[..], END_OF_STREAM_FILLER_PACKET);
+    assert_granules_count_completed_samples(&stream);
 }

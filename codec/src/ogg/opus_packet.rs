@@ -67,7 +67,7 @@ pub fn opus_packet_samples(packet: &[u8]) -> Result<u32, OggError> {
         0 => 1,
         1 => {
             // Two frames of equal size (§3.2.2, rule R3).
-            if (packet.len() - 1) % 2 != 0 {
+            if !(packet.len() - 1).is_multiple_of(2) {
                 return Err(OggError::BadOpusPacket(
                     "code 1 packet has an odd payload length",
                 ));

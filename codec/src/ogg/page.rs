@@ -198,7 +198,7 @@ pub fn write_page(
             .last()
             .expect("a continuing packet needs a piece on this page");
         assert!(
-            !last.is_empty() && last.len() % LACING_VALUE_MAX as usize == 0,
+            !last.is_empty() && last.len().is_multiple_of(LACING_VALUE_MAX as usize),
             "a packet piece that continues must be a non-zero multiple of 255 bytes"
         );
         // No terminating lacing value: the next page finishes the packet.

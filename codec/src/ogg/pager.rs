@@ -24,6 +24,11 @@ use super::page::{
     HEADER_TYPE_EOS, LACING_VALUE_MAX, PAGE_BODY_BYTES_MAX, SEGMENTS_PER_PAGE_MAX,
 };
 
+/// The packet [`OggOpusPager::finish`] puts on an EOS page that would
+/// otherwise be empty: a TOC byte for one 2.5 ms CELT frame (configuration
+/// 16, code 0) and no frame data, which decoders treat as a lost frame.
+pub const END_OF_STREAM_FILLER_PACKET: [u8; 1] = [16 << 3];
+
 /// The page being filled: lacing values and body kept apart until the page
 /// closes, because the segment table precedes the body on the wire and its
 /// length is not known until then.
@@ -62,7 +67,7 @@ impl PendingPage {
         let n_full_segments = piece.len() / LACING_VALUE_MAX as usize;
         let n_segments = n_full_segments + usize::from(ends_packet);
         debug_assert!(n_segments <= self.segments_free());
-        debug_assert!(ends_packet || piece.len() % LACING_VALUE_MAX as usize == 0);
+        debug_assert!(ends_packet || piece.len().is_multiple_of(LACING_VALUE_MAX as usize));
         let table = &mut self.segment_table[self.n_segments..self.n_segments + n_segments];
         table[..n_full_segments].fill(LACING_VALUE_MAX);
         if ends_packet {
@@ -133,11 +138,12 @@ impl OggOpusPager {
         let mut sequence_next = 1;
         let tags_packet = tags.encode();
         let mut rest = tags_packet.as_slice();
-        // Tags longer than a page body span pages; every header page has
-        // granule position 0, since no audio precedes it.
+        // Tags longer than a page body span pages. The last tags page has
+        // granule position 0 (no audio precedes it); the ones before it end
+        // no packet, so Ogg's rule gives them -1, as oggz-validate demands.
         while rest.len() >= PAGE_BODY_BYTES_MAX {
             pending.append(&rest[..PAGE_BODY_BYTES_MAX], false);
-            pending.close(0, 0, serial, sequence_next, &mut output);
+            pending.close(0, GRANULE_POSITION_NONE, serial, sequence_next, &mut output);
             pending.is_continued = true;
             sequence_next += 1;
             rest = &rest[PAGE_BODY_BYTES_MAX..];
@@ -206,8 +212,13 @@ impl OggOpusPager {
     }
 
     /// Ends the stream: the pending packets go out on a last page flagged
-    /// EOS, or an empty EOS page if none are pending, with the current
-    /// granule position either way.
+    /// EOS, with the current granule position.
+    ///
+    /// If no packet is pending, the EOS page carries
+    /// [`END_OF_STREAM_FILLER_PACKET`] and keeps the current granule
+    /// position: oggz-validate refuses an EOS page on which no packet ends,
+    /// and end trimming (RFC 7845 §4.5) discards the filler's 2.5 ms, so
+    /// the stream's duration is unchanged.
     ///
     /// # Panics
     ///
@@ -215,6 +226,10 @@ impl OggOpusPager {
     pub fn finish(&mut self) -> Bytes {
         assert!(!self.is_finished, "finish called twice");
         self.is_finished = true;
+        if self.pending.n_segments == 0 {
+            self.pending.append(&END_OF_STREAM_FILLER_PACKET, true);
+            self.pending.n_packets_completed += 1;
+        }
         self.close_page(HEADER_TYPE_EOS);
         self.output.split().freeze()
     }
@@ -223,6 +238,12 @@ impl OggOpusPager {
     /// granule position of the next page that completes no new packet.
     pub fn granule_position(&self) -> u64 {
         self.granule_position
+    }
+
+    /// Packets waiting on the page being filled; [`OggOpusPager::flush`]
+    /// would page them out now.
+    pub fn pending_packets(&self) -> usize {
+        self.pending.n_packets_completed
     }
 
     /// The serial number of the stream.
@@ -237,14 +258,13 @@ impl OggOpusPager {
 
     /// RFC 7845 §4: a page's granule position counts the samples of every
     /// packet that ends on it or before it; a page where none ends carries
-    /// -1. The EOS page always carries the stream's total.
+    /// -1.
     fn close_page(&mut self, header_type: u8) {
-        let granule_position =
-            if self.pending.n_packets_completed > 0 || header_type & HEADER_TYPE_EOS != 0 {
-                self.granule_position
-            } else {
-                GRANULE_POSITION_NONE
-            };
+        let granule_position = if self.pending.n_packets_completed > 0 {
+            self.granule_position
+        } else {
+            GRANULE_POSITION_NONE
+        };
         self.pending.close(
             header_type,
             granule_position,
