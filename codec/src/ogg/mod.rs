@@ -18,9 +18,10 @@
 //! - [`pager`]: packets to pages for listeners.
 //! - [`error`]: [`OggError`], with a sentence for the `400` body.
 //!
-//! No Ogg crate fits: the ones published either read from `std::io::Read`
-//! (not sans-IO), resync over garbage (a live source that sends garbage is
-//! refused here), or cannot hand out pages as shared [`bytes::Bytes`].
+//! Written by hand rather than with the `ogg` crate: that crate reads from
+//! `std::io::Read` (not sans-IO) and searches past garbage for the next
+//! capture pattern, which suits files but not a live source that must be
+//! refused, and it does not hand out pages as shared [`bytes::Bytes`].
 //!
 //! Architecture Invariant: nothing here panics on peer input or allocates
 //! in proportion to a length the peer claims; every buffer is bounded by a
