@@ -25,7 +25,7 @@ pub struct ErrorResponse {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Veza control plane", version = "1", description = "Accounts, tokens, rooms, permissions, messages and configuration."),
+    info(title = "Veza control plane", version = "1", description = "Accounts, tokens, rooms, permissions, messages, live streams and configuration."),
     components(schemas(ErrorResponse)),
     modifiers(&BearerAuth)
 )]
@@ -55,6 +55,7 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::ops::router())
         .merge(crate::accounts::router())
         .merge(crate::rooms::router())
+        .merge(crate::live_streams::router())
         .merge(crate::control_server::router())
         .split_for_parts()
 }

@@ -9,6 +9,7 @@ use veza_codec::config_layers;
 
 pub use crate::accounts::AuthConfig;
 pub use crate::control_server::ControlConfig;
+pub use crate::live_streams::LiveConfig;
 pub use crate::rooms::ChatConfig;
 
 /// Why a configuration was refused.
@@ -39,6 +40,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The control protocol listener for data planes.
     pub control: ControlConfig,
+    /// Live streams.
+    pub live: LiveConfig,
 }
 
 /// Log line format.
@@ -164,6 +167,7 @@ impl Config {
         self.auth.validate()?;
         self.chat.validate()?;
         self.control.validate()?;
+        self.live.validate()?;
         Ok(())
     }
 

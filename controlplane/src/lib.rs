@@ -15,6 +15,7 @@ pub mod control_server;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod live_streams;
 pub mod metrics;
 pub mod ops;
 pub mod rooms;

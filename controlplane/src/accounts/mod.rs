@@ -47,7 +47,7 @@ pub mod authenticated;
 mod extract;
 mod login_throttle;
 mod password;
-mod secret;
+pub(crate) mod secret;
 mod sessions;
 mod signing_keys;
 pub mod store;

@@ -413,10 +413,12 @@ async fn answer(context: &ServerContext, body: RequestBody) -> ResponseResult {
         RequestBody::FetchRevocations => operations::revocations(state)
             .await
             .map(|revocations| ResponseBody::Revocations { revocations }),
-        RequestBody::AuthorizeLiveSource { .. } => Err(RequestError {
-            code: RequestErrorCode::Unavailable,
-            message: "live streams are not built yet".into(),
-        }),
+        RequestBody::AuthorizeLiveSource {
+            stream_name,
+            credential,
+        } => operations::authorize_live_source(state, &stream_name, credential)
+            .await
+            .map(ResponseBody::LiveSource),
         RequestBody::PersistBatch { .. } => unreachable!("batches go to the persist worker"),
     };
     match outcome {

@@ -1,4 +1,5 @@
-//! The adapter between control requests and the accounts and rooms areas:
+//! The adapter between control requests and the accounts, rooms and live
+//! stream areas:
 //! each function calls one area function and converts between that area's
 //! types and their mirrors in `veza_proto::control`.
 //!
@@ -7,11 +8,14 @@
 //! since sending the same batch again cannot succeed; anything else is
 //! `Internal`, which the data plane may retry.
 
+use std::sync::atomic::Ordering;
+
 use veza_proto::control::{
-    MessageChange, ReactionCount, RequestError, RequestErrorCode, Revocation, Role, RoomRights,
-    RuntimeSettings, SettingValue, SigningKey, StoredMessage,
+    LiveCredential, LiveSourceGrant, MessageChange, ReactionCount, RequestError, RequestErrorCode,
+    Revocation, Role, RoomRights, RuntimeSettings, SettingValue, SigningKey, StoredMessage,
 };
 
+use crate::live_streams::source::{self, SourceCredential, SourceRefusal};
 use crate::rooms;
 use crate::state::AppState;
 
@@ -248,6 +252,72 @@ pub async fn revocations(state: &AppState) -> Result<Vec<Revocation>, RequestErr
             expires_at_ms,
         })
         .collect())
+}
+
+/// Whether a source presenting `credential` may broadcast on the stream
+/// `stream_name`. Grants and refusals are counted and logged (with the
+/// credential's kind, never a key): a run of refusals on one stream is
+/// someone guessing its key.
+pub async fn authorize_live_source(
+    state: &AppState,
+    stream_name: &str,
+    credential: LiveCredential,
+) -> Result<LiveSourceGrant, RequestError> {
+    let credential = match credential {
+        LiveCredential::StreamKey(key) => SourceCredential::StreamKey(key),
+        LiveCredential::User { user_id } => SourceCredential::User { user_id },
+    };
+    let decision = source::authorize(&state.db, stream_name, &credential)
+        .await
+        .map_err(|error| storage_error("authorising a live source", error))?;
+    let grant = match decision {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            state
+                .nodes
+                .live_sources_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            let code = match refusal {
+                SourceRefusal::NoSuchStream => RequestErrorCode::NotFound,
+                SourceRefusal::WrongKey | SourceRefusal::NotOwner => RequestErrorCode::Denied,
+            };
+            // The name comes from the data plane unchecked: log it only when
+            // it is a valid name (short, no control characters).
+            let shown_name = if crate::live_streams::is_valid_stream_name(stream_name) {
+                stream_name
+            } else {
+                "(not a stream name)"
+            };
+            tracing::warn!(
+                stream = shown_name,
+                credential = credential.kind(),
+                reason = code.name(),
+                "live source refused"
+            );
+            return Err(RequestError {
+                code,
+                message: refusal.explanation().to_owned(),
+            });
+        }
+    };
+    state
+        .nodes
+        .live_sources_granted_total
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        stream_id = grant.stream_id,
+        stream = %grant.name,
+        credential = credential.kind(),
+        "live source authorised"
+    );
+    Ok(LiveSourceGrant {
+        stream_id: grant.stream_id,
+        name: grant.name,
+        owner_user_id: grant.owner_user_id,
+        title: grant.title,
+        recording_enabled: grant.recording_enabled,
+        dsp_config_json: grant.dsp_config_json,
+    })
 }
 
 #[cfg(test)]

@@ -82,6 +82,10 @@ pub struct NodeRegistry {
     pub request_errors_total: AtomicU64,
     /// `Resync` pushes sent because a connection fell behind.
     pub resyncs_total: AtomicU64,
+    /// Live sources allowed to broadcast (`AuthorizeLiveSource` granted).
+    pub live_sources_granted_total: AtomicU64,
+    /// Live sources refused: no such stream, a wrong key, not the owner.
+    pub live_sources_refused_total: AtomicU64,
     /// Connections in progress (handshake or registered), for
     /// `control.connections_max`.
     pub open_connections: AtomicU64,
@@ -153,7 +157,7 @@ impl NodeRegistry {
             "Data-plane shards connected over the control protocol.",
             self.connection_count() as u64,
         );
-        let series: [(&str, &str, &AtomicU64); 8] = [
+        let series: [(&str, &str, &AtomicU64); 10] = [
             (
                 "veza_control_connections_accepted_total",
                 "Control connections accepted.",
@@ -193,6 +197,16 @@ impl NodeRegistry {
                 "veza_control_resyncs_total",
                 "Resync pushes sent to data planes that fell behind.",
                 &self.resyncs_total,
+            ),
+            (
+                "veza_control_live_sources_granted_total",
+                "Live sources allowed to broadcast.",
+                &self.live_sources_granted_total,
+            ),
+            (
+                "veza_control_live_sources_refused_total",
+                "Live sources refused (no such stream, wrong key, not the owner).",
+                &self.live_sources_refused_total,
             ),
         ];
         for (name, help, value) in series {

@@ -9,7 +9,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::Ref;
 use utoipa::openapi::{ContentBuilder, RefOr};
 
-fn error_responses(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
+pub(crate) fn error_responses(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
     statuses
         .iter()
         .map(|(status, description)| {

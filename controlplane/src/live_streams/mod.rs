@@ -1,0 +1,171 @@
+//! Live streams: Icecast-like broadcasts a user owns, the stream keys their
+//! sources present, and the answer to a data plane asking whether a source
+//! may broadcast.
+//!
+//! Codemap:
+//! - `stream`: the REST routes (`/v1/streams`): create, get, list, change,
+//!   rotate the key, delete.
+//! - [`stream_key`]: making a key, its stored form (SHA-256 hex) and the
+//!   constant-time check.
+//! - [`source`]: [`source::authorize`], the control protocol's
+//!   `AuthorizeLiveSource` (a stream key, or a user the data plane already
+//!   verified, who must own the stream).
+//!
+//! Architecture Invariant: a stream key is never stored or logged; only its
+//! SHA-256 is kept, so a database dump or a log gives no working key. A
+//! rotation replaces the hash in one statement, so from its commit on the old
+//! key authorises nothing (every `AuthorizeLiveSource` reads the database).
+
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use veza_codec::config_layers;
+
+use crate::config::ConfigError;
+use crate::state::AppState;
+
+pub mod source;
+mod stream;
+pub mod stream_key;
+
+/// Longest stream name, in bytes (the name rule allows 1 to 64 characters
+/// from `[a-z0-9_-]`).
+pub const STREAM_NAME_BYTES_MAX: usize = 64;
+
+/// Whether `name` follows the stream name rule `^[a-z0-9][a-z0-9_-]{0,63}$`:
+/// lower-case so that a name is one URL, and no dots or slashes so that it is
+/// one path segment everywhere (`/v1/live/{name}`, file names of recordings).
+pub fn is_valid_stream_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return false;
+    };
+    bytes.len() <= STREAM_NAME_BYTES_MAX
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && bytes.iter().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-')
+        })
+}
+
+/// `[live]`: bounds of live streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Streams one user may own; past it, creating one answers 409.
+    pub streams_per_user_max: i64,
+    /// Longest stream title, in characters.
+    pub title_chars_max: usize,
+    /// Longest stream description, in characters.
+    pub description_chars_max: usize,
+    /// Longest genre, in characters.
+    pub genre_chars_max: usize,
+    /// Largest DSP configuration (`dsp`, serialised as JSON), in bytes.
+    pub dsp_config_bytes_max: usize,
+    /// Streams in a page when the request gives no `limit`.
+    pub page_items_default: i64,
+    /// Most streams in a page.
+    pub page_items_max: i64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            streams_per_user_max: 20,
+            title_chars_max: 200,
+            description_chars_max: 4000,
+            genre_chars_max: 64,
+            dsp_config_bytes_max: 4096,
+            page_items_default: 50,
+            page_items_max: 100,
+        }
+    }
+}
+
+impl LiveConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, i64, i64, i64); 7] = [
+            (
+                "live.streams_per_user_max",
+                self.streams_per_user_max,
+                1,
+                100_000,
+            ),
+            ("live.title_chars_max", self.title_chars_max as i64, 1, 4096),
+            (
+                "live.description_chars_max",
+                self.description_chars_max as i64,
+                0,
+                65_536,
+            ),
+            ("live.genre_chars_max", self.genre_chars_max as i64, 0, 256),
+            // The grant carries the configuration to the data plane in one
+            // control frame, so it stays far below control.frame_bytes_max.
+            (
+                "live.dsp_config_bytes_max",
+                self.dsp_config_bytes_max as i64,
+                2,
+                1_048_576,
+            ),
+            ("live.page_items_max", self.page_items_max, 1, 10_000),
+            (
+                "live.page_items_default",
+                self.page_items_default,
+                1,
+                self.page_items_max,
+            ),
+        ];
+        for (key, value, low, high) in checks {
+            if value < low || value > high {
+                return Err(config_layers::invalid(
+                    key,
+                    &format!("must be between {low} and {high}"),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The live stream routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    stream::router()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_the_rule() {
+        let longest = "a".repeat(64);
+        for name in ["a", "0", "night-shift", "dj_set_2", longest.as_str()] {
+            assert!(is_valid_stream_name(name), "{name:?} should be valid");
+        }
+        let too_long = "a".repeat(65);
+        for name in [
+            "",
+            "-a",
+            "_a",
+            "Night",
+            "a b",
+            "a.b",
+            "a/b",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(!is_valid_stream_name(name), "{name:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn default_live_config_is_valid_and_bad_values_name_their_key() {
+        LiveConfig::default().validate().unwrap();
+        let config = LiveConfig {
+            streams_per_user_max: 0,
+            ..LiveConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("live.streams_per_user_max"), "{error}");
+    }
+}
