@@ -45,6 +45,136 @@ pub struct Config {
     pub control: ControlConfig,
     /// Chat rooms: backlogs, persistence, subscriptions, authentication.
     pub chat: ChatConfig,
+    /// Live audio: sources, re-paging, the Opus ladder, listeners.
+    pub live: LiveConfig,
+}
+
+/// What happens to a listener whose send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaggingListenerPolicy {
+    /// Drop the pages it has not started receiving and carry on from the
+    /// next page (Icecast's behaviour for a lagging client is to drop it;
+    /// skipping keeps listeners on flaky links playing).
+    Skip,
+    /// Close the connection.
+    Disconnect,
+}
+
+/// `[live]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Audio a new listener receives at once, page-aligned (Icecast's
+    /// `burst-size`), so players start without waiting for a buffer.
+    pub burst_bytes: usize,
+    /// Recent pages a stream keeps per rendition for bursts.
+    pub recent_pages_bytes_max: usize,
+    /// Audio per outgoing Ogg page. Longer pages mean fewer writes per
+    /// listener; shorter ones less latency.
+    pub page_duration_ms: u32,
+    /// A listener's send queue; past it `lagging_listener_policy` applies.
+    pub listener_queue_bytes_max: usize,
+    /// `skip` or `disconnect`.
+    pub lagging_listener_policy: LaggingListenerPolicy,
+    /// How long listeners stay connected (hearing silence) after the source
+    /// dropped, waiting for it to return.
+    pub source_grace_ms: u64,
+    /// A source that sends nothing for this long is disconnected.
+    pub source_idle_timeout_ms: u64,
+    /// Ingest bytes a source's shard may have sent to the stream's owner
+    /// and not yet seen processed; past it the source is not read.
+    pub source_window_bytes: usize,
+    /// Largest Opus packet (or Ogg packet of headers) a source may send.
+    pub packet_bytes_max: usize,
+    /// The Opus ladder raw PCM sources are encoded to.
+    pub ladder_bitrates_kbps: Vec<u32>,
+    /// The rendition a listener gets without `?br=`: the nearest one.
+    pub default_bitrate_kbps: u32,
+    /// Streams one shard may own at once; past it new sources get 503.
+    pub streams_per_shard_max: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            burst_bytes: 65_536,
+            recent_pages_bytes_max: 262_144,
+            page_duration_ms: 200,
+            listener_queue_bytes_max: 262_144,
+            lagging_listener_policy: LaggingListenerPolicy::Skip,
+            source_grace_ms: 10_000,
+            source_idle_timeout_ms: 10_000,
+            source_window_bytes: 262_144,
+            packet_bytes_max: 65_536,
+            ladder_bitrates_kbps: vec![64, 96, 160],
+            default_bitrate_kbps: 96,
+            streams_per_shard_max: 256,
+        }
+    }
+}
+
+impl LiveConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 8] = [
+            ("live.burst_bytes", self.burst_bytes as u64),
+            ("live.page_duration_ms", self.page_duration_ms as u64),
+            ("live.source_grace_ms", self.source_grace_ms),
+            ("live.source_idle_timeout_ms", self.source_idle_timeout_ms),
+            ("live.source_window_bytes", self.source_window_bytes as u64),
+            ("live.packet_bytes_max", self.packet_bytes_max as u64),
+            (
+                "live.default_bitrate_kbps",
+                self.default_bitrate_kbps as u64,
+            ),
+            (
+                "live.streams_per_shard_max",
+                self.streams_per_shard_max as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.recent_pages_bytes_max < self.burst_bytes {
+            return Err(invalid(
+                "live.recent_pages_bytes_max",
+                "must be at least live.burst_bytes",
+            ));
+        }
+        // A burst plus the headers must fit a listener's queue with room for
+        // live pages behind it.
+        if self.listener_queue_bytes_max < 2 * self.burst_bytes {
+            return Err(invalid(
+                "live.listener_queue_bytes_max",
+                "must be at least twice live.burst_bytes",
+            ));
+        }
+        if !(20..=1000).contains(&self.page_duration_ms) {
+            return Err(invalid(
+                "live.page_duration_ms",
+                "must be between 20 and 1000",
+            ));
+        }
+        if self.ladder_bitrates_kbps.is_empty() || self.ladder_bitrates_kbps.len() > 8 {
+            return Err(invalid(
+                "live.ladder_bitrates_kbps",
+                "must list 1 to 8 bitrates",
+            ));
+        }
+        if let Some(bitrate) = self
+            .ladder_bitrates_kbps
+            .iter()
+            .find(|bitrate| !(6..=510).contains(*bitrate))
+        {
+            return Err(invalid(
+                "live.ladder_bitrates_kbps",
+                &format!("{bitrate} is outside Opus's 6 to 510 kb/s"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Log line format.
@@ -503,6 +633,7 @@ impl Config {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
             return Err(invalid("server.log_level", &error.to_string()));
         }
+        self.live.validate()?;
         self.control.validate()
     }
 }

@@ -430,6 +430,22 @@ impl ControlClient {
         }
     }
 
+    /// Whether `credential` may broadcast on the live stream `stream_name`.
+    pub async fn authorize_live_source(
+        &self,
+        stream_name: &str,
+        credential: veza_proto::control::LiveCredential,
+    ) -> Result<veza_proto::control::LiveSourceGrant, ControlError> {
+        let body = RequestBody::AuthorizeLiveSource {
+            stream_name: stream_name.to_owned(),
+            credential,
+        };
+        match self.request(body).await? {
+            ResponseBody::LiveSource(grant) => Ok(grant),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
     /// Verifies an access token on the shard: signature with the pushed
     /// keys (a retired key only until its `valid_until_ms`), expiry, then the
     /// pushed revocations. No round trip.

@@ -116,6 +116,42 @@ enum HttpOutcome {
     ClosedByServer,
     /// Switch to WebSocket.
     Upgrade(crate::websocket_session::WebSocketKind),
+    /// A live source or listener takes the connection over.
+    Live(LiveHandover),
+}
+
+/// A request on `/v1/live/{stream}` that takes the connection over.
+enum LiveHandover {
+    /// `PUT` or `SOURCE`: a broadcaster.
+    Source(Box<veza_codec::http1::RequestHead>, std::sync::Arc<str>),
+    /// `GET` or `HEAD`: a listener.
+    Listen(crate::live::listener::ListenRequest),
+}
+
+/// Whether `head` is a live stream's source or listener.
+fn live_handover(head: &veza_codec::http1::RequestHead) -> Option<LiveHandover> {
+    let name = head.path().strip_prefix("/v1/live/")?;
+    if name.contains('/') {
+        return None;
+    }
+    let stream: std::sync::Arc<str> = name.into();
+    match head.method.as_str() {
+        "PUT" | "SOURCE" => Some(LiveHandover::Source(Box::new(head.clone()), stream)),
+        "GET" | "HEAD" => {
+            let bitrate_kbps = head.query().and_then(|query| {
+                query.split('&').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key == "br").then(|| value.parse().ok()).flatten()
+                })
+            });
+            Some(LiveHandover::Listen(crate::live::listener::ListenRequest {
+                stream,
+                bitrate_kbps,
+                is_head: head.is_head(),
+            }))
+        }
+        _ => None,
+    }
 }
 
 /// Serves one accepted connection until it closes.
@@ -148,6 +184,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, key: u
             } = connection;
             drop(out);
             crate::websocket_session::run(shard.clone(), stream, buffer, key, kind).await;
+        }
+        HttpOutcome::Live(LiveHandover::Source(head, name)) => {
+            let HttpConnection { stream, buffer, .. } = connection;
+            crate::live::source::serve(shard.clone(), stream, buffer, *head, name).await;
+        }
+        HttpOutcome::Live(LiveHandover::Listen(request)) => {
+            let HttpConnection { stream, .. } = connection;
+            crate::live::listener::serve(shard.clone(), stream, key, request).await;
         }
         HttpOutcome::ClosedByServer => {
             let fd = connection.stream.as_raw_fd();
@@ -258,6 +302,13 @@ impl HttpConnection {
             };
             self.buffer.advance(head_bytes);
             ShardMetrics::add(&self.shard.metrics.http_requests_total, 1);
+            if let Some(handover) = live_handover(&head) {
+                // Answers queued for earlier pipelined requests go first.
+                if !flush(&mut self.stream, &mut self.out, &self.shard.metrics).await {
+                    return Err(HttpOutcome::Ended);
+                }
+                return Err(HttpOutcome::Live(handover));
+            }
             let body = match self.read_body(head.body).await {
                 Ok(body) => body,
                 Err(None) => return Ok(false),

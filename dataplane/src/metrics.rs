@@ -53,11 +53,18 @@ pub enum LimitKind {
     ChatMeshRetry,
     /// The runtime setting `message_bytes_max`.
     ChatMessageBytes,
+    /// `live.listener_queue_bytes_max`: a lagging listener was skipped ahead
+    /// or disconnected (by `live.lagging_listener_policy`).
+    LiveListenerQueue,
+    /// `live.source_idle_timeout_ms`.
+    LiveSourceIdle,
+    /// `live.streams_per_shard_max`.
+    LiveStreamsPerShard,
 }
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 20] = [
+    pub const ALL: [LimitKind; 23] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -78,6 +85,9 @@ impl LimitKind {
         LimitKind::ChatRoomQueue,
         LimitKind::ChatMeshRetry,
         LimitKind::ChatMessageBytes,
+        LimitKind::LiveListenerQueue,
+        LimitKind::LiveSourceIdle,
+        LimitKind::LiveStreamsPerShard,
     ];
 
     /// The `limit` label value.
@@ -103,6 +113,9 @@ impl LimitKind {
             LimitKind::ChatRoomQueue => "chat_room_queue",
             LimitKind::ChatMeshRetry => "chat_mesh_retry",
             LimitKind::ChatMessageBytes => "chat_message_bytes",
+            LimitKind::LiveListenerQueue => "live_listener_queue",
+            LimitKind::LiveSourceIdle => "live_source_idle",
+            LimitKind::LiveStreamsPerShard => "live_streams_per_shard",
         }
     }
 

@@ -6,6 +6,12 @@
 //! | `/ready` | GET, HEAD | every shard serves, none is stalled and, when one is configured, every shard is connected to the control plane (503 otherwise) |
 //! | `/metrics` | GET, HEAD | Prometheus text, per-shard series merged on scrape |
 //! | `/v1/echo` | GET (WebSocket upgrade), POST (echoes the body) | conformance and benchmarks |
+//! | `/v1/chat` | GET (WebSocket upgrade, subprotocol `veza.v1`) | chat (`proto/PROTOCOL.md`) |
+//! | `/v1/live` | GET | every live stream's status (JSON) |
+//! | `/v1/live/{stream}` | PUT, SOURCE (a source), GET, HEAD (a listener) | live audio; handed over before routing (`http_connection`) |
+//! | `/v1/live/{stream}/status` | GET | one stream's status (JSON) |
+//! | `/v1/live/{stream}/metadata` | POST `{"title"}` (stream key or owner token) | now-playing title |
+//! | `/admin/metadata?mount=&mode=updinfo&song=` | GET (basic auth, stream key) | Icecast's metadata update |
 //! | `/debug/stall?ms=N` | POST, when `debug.endpoints_enabled` | blocks the shard on purpose |
 
 use std::sync::atomic::Ordering;
@@ -102,6 +108,20 @@ pub async fn route(
             "GET" => chat_upgrade(shard, head, peer),
             _ => method_not_allowed("GET"),
         },
+        "/v1/live" => match method {
+            "GET" => Routed::Response(Response::json(
+                200,
+                crate::live::status::status_document(&shard.process.live_directory.all()),
+            )),
+            _ => method_not_allowed("GET"),
+        },
+        "/admin/metadata" => match method {
+            "GET" => Routed::Response(live_metadata_icecast(shard, head).await),
+            _ => method_not_allowed("GET"),
+        },
+        path if path.starts_with("/v1/live/") => {
+            Routed::Response(live_stream_route(shard, head, &body, path).await)
+        }
         "/v1/echo" => match method {
             "GET" => upgrade(head, ECHO_SUBPROTOCOLS, WebSocketKind::Echo),
             "POST" => Routed::Response(Response {
@@ -164,6 +184,7 @@ async fn metrics(shard: &Shard) -> Response {
     }
     let mut text = render_prometheus(&process.shard_metrics, &rings, &loop_turn, &missing);
     crate::control_client::render_metrics(&process.control_status, &mut text);
+    crate::live::status::render_prometheus(&process.live_directory.all(), &mut text);
     Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -175,6 +196,137 @@ async fn metrics(shard: &Shard) -> Response {
 
 /// The chat upgrade: subprotocol `veza.v1` required, new connections per IP
 /// limited (429 with `Retry-After`).
+/// `/v1/live/{stream}/status` and `/v1/live/{stream}/metadata` (the stream
+/// itself is handed over before routing).
+async fn live_stream_route(shard: &Shard, head: &RequestHead, body: &[u8], path: &str) -> Response {
+    let rest = &path["/v1/live/".len()..];
+    let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let method = head.method.as_str();
+    match (action, method) {
+        ("status", "GET") => match shard.process.live_directory.get(name) {
+            Some(stats) => Response::json(
+                200,
+                serde_json::to_string(&crate::live::status::stream_status(&stats))
+                    .unwrap_or_default(),
+            ),
+            None => stream_offline(name),
+        },
+        ("status", _) => method_not_allowed_response("GET"),
+        ("metadata", "POST") => {
+            #[derive(serde::Deserialize)]
+            struct Metadata {
+                title: String,
+            }
+            let Ok(metadata) = serde_json::from_slice::<Metadata>(body) else {
+                return Response::error(
+                    400,
+                    "invalid_body",
+                    "send a JSON object {\"title\": \"...\"}",
+                );
+            };
+            update_metadata(shard, head, name, &metadata.title).await
+        }
+        ("metadata", _) => method_not_allowed_response("POST"),
+        _ => Response::error(404, "not_found", "no such endpoint"),
+    }
+}
+
+/// Icecast's `GET /admin/metadata?mount=/v1/live/{stream}&mode=updinfo&song=...`.
+async fn live_metadata_icecast(shard: &Shard, head: &RequestHead) -> Response {
+    let query = head.query().unwrap_or("");
+    let parameter = |wanted: &str| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == wanted).then(|| percent_decode(value))
+        })
+    };
+    if parameter("mode").as_deref() != Some("updinfo") {
+        return Response::error(400, "invalid_mode", "only mode=updinfo is supported");
+    }
+    let Some(mount) = parameter("mount") else {
+        return Response::error(400, "missing_mount", "give mount=/v1/live/{stream}");
+    };
+    let name = mount
+        .trim_start_matches("/v1/live/")
+        .trim_start_matches('/')
+        .to_owned();
+    let song = parameter("song").unwrap_or_default();
+    update_metadata(shard, head, &name, &song).await
+}
+
+async fn update_metadata(shard: &Shard, head: &RequestHead, name: &str, title: &str) -> Response {
+    if !crate::live::is_valid_stream_name(name) {
+        return stream_offline(name);
+    }
+    if let Err(refusal) = crate::live::source::authorize(shard, name, head).await {
+        let mut response = Response::error(refusal.status, refusal.error, &refusal.detail);
+        if refusal.status == 401 {
+            response = response.with_header("WWW-Authenticate", "Basic realm=\"Veza\"");
+        }
+        return response;
+    }
+    match shard.process.live_directory.get(name) {
+        Some(stats) => {
+            crate::live::status::set_now_playing(&stats, title);
+            Response::json(200, &b"{\"status\":\"ok\"}"[..])
+        }
+        None => stream_offline(name),
+    }
+}
+
+fn stream_offline(name: &str) -> Response {
+    Response::error(
+        404,
+        "stream_offline",
+        &format!("no source is broadcasting on stream {name}"),
+    )
+}
+
+fn method_not_allowed_response(allowed: &'static str) -> Response {
+    match method_not_allowed(allowed) {
+        Routed::Response(response) => response,
+        Routed::Upgrade(..) => unreachable!("an error is a response"),
+    }
+}
+
+/// Decodes `%XX` and `+` in a query value (invalid escapes stay as they are).
+fn percent_decode(value: &str) -> String {
+    let hex = |byte: u8| (byte as char).to_digit(16).map(|digit| digit as u8);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let escaped = (byte == b'%' && index + 2 < bytes.len())
+            .then(|| Some(hex(bytes[index + 1])? * 16 + hex(bytes[index + 2])?))
+            .flatten();
+        match (byte, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                index += 3;
+                continue;
+            }
+            (b'+', None) => out.push(b' '),
+            (other, None) => out.push(other),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("Artist+-+Song%20%C3%A9"), "Artist - Song é");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%2Fv1%2Flive%2Fradio"), "/v1/live/radio");
+    }
+}
+
 fn chat_upgrade(shard: &Shard, head: &RequestHead, peer: std::net::IpAddr) -> Routed {
     let offers_chat =
         head.header_has_token("sec-websocket-protocol", veza_proto::chat::SUBPROTOCOL);

@@ -53,6 +53,9 @@ pub struct Outbound {
     state: Cell<OutboundState>,
     /// Set when the writer should stop after the queue is empty.
     finish_requested: Cell<bool>,
+    /// The queue's first buffer is the unwritten rest of one a short write
+    /// interrupted.
+    front_is_partial: Cell<bool>,
     wake_writer: LocalNotify,
     /// Woken when the writer stops.
     pub writer_stopped: LocalNotify,
@@ -68,6 +71,7 @@ impl Outbound {
             queued_bytes_max,
             state: Cell::new(OutboundState::Open),
             finish_requested: Cell::new(false),
+            front_is_partial: Cell::new(false),
             wake_writer: LocalNotify::default(),
             writer_stopped: LocalNotify::default(),
         })
@@ -123,6 +127,18 @@ impl Outbound {
         self.wake_writer.notify();
     }
 
+    /// Drops every queued buffer that has not started going out, keeping the
+    /// unwritten rest of a buffer a short write interrupted (so the stream
+    /// stays aligned on buffer boundaries: for a live listener, pages).
+    /// Returns the bytes dropped.
+    pub fn skip_queued(&self) -> usize {
+        let mut queue = self.queue.borrow_mut();
+        let keep_front = usize::from(self.front_is_partial.get()).min(queue.len());
+        let dropped: usize = queue.drain(keep_front..).map(|buffer| buffer.len()).sum();
+        self.queued_bytes.set(self.queued_bytes.get() - dropped);
+        dropped
+    }
+
     /// The current state.
     pub fn state(&self) -> OutboundState {
         self.state.get()
@@ -138,6 +154,7 @@ impl Outbound {
         let mut queue = self.queue.borrow_mut();
         let count = queue.len().min(IOVECS_PER_WRITE_MAX);
         batch.buffers.extend(queue.drain(..count));
+        self.front_is_partial.set(false);
         self.in_flight_bytes.set(batch.total_bytes());
     }
 
@@ -150,6 +167,9 @@ impl Outbound {
             if written >= buffer.len() {
                 written -= buffer.len();
                 continue;
+            }
+            if written > 0 {
+                self.front_is_partial.set(true);
             }
             buffer.advance(written);
             written = 0;
@@ -309,6 +329,22 @@ mod tests {
         assert_eq!(outbound.queued_bytes(), 2 + 5 + 5);
         let rest: Vec<Bytes> = outbound.queue.borrow().iter().cloned().collect();
         assert_eq!(rest, vec![bytes("lo"), bytes("world"), bytes("close")]);
+    }
+
+    #[test]
+    fn skipping_keeps_a_partly_written_buffer_and_drops_whole_ones() {
+        let outbound = Outbound::new(100);
+        outbound.push(&[bytes("page1"), bytes("page2")]).unwrap();
+        let mut batch = WriteBatch::default();
+        outbound.take_batch(&mut batch);
+        outbound.push(&[bytes("page3")]).unwrap();
+        outbound.restore_unwritten(&mut batch, 2);
+        assert_eq!(outbound.skip_queued(), 10, "page2 and page3 go");
+        let rest: Vec<Bytes> = outbound.queue.borrow().iter().cloned().collect();
+        assert_eq!(rest, vec![bytes("ge1")], "the started page finishes");
+        assert_eq!(outbound.queued_bytes(), 3);
+        outbound.take_batch(&mut batch);
+        assert_eq!(outbound.skip_queued(), 0);
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn run(config: Config, terminate: Arc<AtomicBool>) -> Result<(), StartError>
         shutting_down: AtomicBool::new(false),
         started: quanta::Instant::now(),
         control_status: (0..shard_count).map(|_| Arc::default()).collect(),
+        live_directory: Default::default(),
         config,
     });
     let mut threads = Vec::with_capacity(shard_count);

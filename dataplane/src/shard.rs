@@ -40,6 +40,8 @@ pub enum ShardMessage {
     },
     /// Chat: room commands, fan-out, replies, presence.
     Chat(crate::chat::ChatMessage),
+    /// Live audio: sources, pages, listeners.
+    Live(crate::live::LiveMessage),
 }
 
 /// What every thread of the process shares. Read-mostly.
@@ -56,6 +58,8 @@ pub struct ProcessShared {
     pub started: quanta::Instant,
     /// One entry per shard: its control-plane connection.
     pub control_status: Vec<Arc<crate::control_client::ControlStatus>>,
+    /// Every live stream's counters, for status and metrics.
+    pub live_directory: crate::live::Directory,
 }
 
 impl ProcessShared {
@@ -107,6 +111,8 @@ pub enum ConnectionHandle {
     Http(RawFd),
     /// A WebSocket session: it is sent close 1001.
     WebSocket(Rc<crate::websocket_session::WebSocketHandle>),
+    /// A live listener: it gets what is queued, then the end of the body.
+    LiveListener(Rc<crate::send_queue::Outbound>),
 }
 
 /// A pending metrics scrape on this shard.
@@ -142,6 +148,10 @@ pub struct Shard {
     pub control: Rc<crate::control_client::ControlClient>,
     /// This shard's chat state.
     pub chat: crate::chat::ChatShard,
+    /// This shard's live streams and listeners.
+    pub live: crate::live::LiveShard,
+    /// FIFO-per-destination sending of chat and live messages.
+    pub ordered: crate::ordered_send::OrderedSender,
 }
 
 impl Shard {
@@ -258,7 +268,9 @@ impl Shard {
 
     fn handle_message(self: &Rc<Self>, source_shard: usize, message: ShardMessage) {
         match message {
-            ShardMessage::Chat(message) => crate::chat::send(self, self.idx, message),
+            ShardMessage::Chat(_) | ShardMessage::Live(_) => {
+                crate::ordered_send::send(self, self.idx, message)
+            }
             ShardMessage::MetricsRequest { request_id } => {
                 let reply = ShardMessage::MetricsReply {
                     request_id,
@@ -295,6 +307,7 @@ impl Shard {
                     // SAFETY: the fd belongs to a registered, still-open connection.
                     unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
                 }
+                ConnectionHandle::LiveListener(outbound) => outbound.finish(),
                 ConnectionHandle::WebSocket(handle) => {
                     crate::websocket_session::close_outbound(
                         &handle.outbound,
@@ -509,7 +522,9 @@ pub fn run_shard(start: ShardStart, process: Arc<ProcessShared>) -> std::io::Res
             &process.config.control,
             process.control_status[start.idx].clone(),
         )),
-        chat: crate::chat::ChatShard::new(process.shard_count()),
+        chat: crate::chat::ChatShard::default(),
+        live: crate::live::LiveShard::default(),
+        ordered: crate::ordered_send::OrderedSender::new(process.shard_count()),
     });
     match &mut runtime {
         monoio::FusionRuntime::Uring(runtime) => {
@@ -532,6 +547,7 @@ async fn shard_main(
     if shard.control.is_configured() {
         monoio::spawn(crate::control_client::run(shard.control.clone()));
     }
+    monoio::spawn(crate::ordered_send::run_mesh_retry(shard.clone()));
     crate::chat::start(&shard);
     monoio::spawn(crate::websocket_session::run_keep_alive_sweeper(
         shard.clone(),

@@ -28,7 +28,6 @@ pub mod persist;
 pub mod presence;
 pub mod room;
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -36,7 +35,6 @@ use veza_codec::websocket::{encode_frame_header, Opcode};
 use veza_proto::chat::{PresenceStatus, RemovedReason, ServerFrame};
 use veza_proto::control::Push;
 
-use crate::metrics::LimitKind;
 use crate::shard::{Shard, ShardMessage};
 
 /// A connection anywhere in the process: its shard, its slot there and the
@@ -306,74 +304,9 @@ pub fn error_frame(
 }
 
 /// Sends `message` to shard `destination` (possibly this one) in FIFO
-/// order per destination. A full ring keeps the message (and every later
-/// one to that shard) in a bounded retry queue.
+/// order per destination ([`crate::ordered_send`]).
 pub fn send(shard: &Rc<Shard>, destination: usize, message: ChatMessage) {
-    let chat = &shard.chat;
-    if destination == shard.idx {
-        chat.local_inbox.borrow_mut().push_back(message);
-        if !chat.draining_local.replace(true) {
-            loop {
-                let next = chat.local_inbox.borrow_mut().pop_front();
-                match next {
-                    Some(message) => handle(shard, message),
-                    None => break,
-                }
-            }
-            chat.draining_local.set(false);
-        }
-        return;
-    }
-    let mut retry = chat.mesh_retry.borrow_mut();
-    let queue = &mut retry[destination];
-    if queue.is_empty() {
-        match shard.send_to_shard(destination, ShardMessage::Chat(message)) {
-            Ok(()) => return,
-            Err(ShardMessage::Chat(message)) => queue.push_back(message),
-            Err(_) => unreachable!("the mesh hands back what it was given"),
-        }
-        chat.mesh_retry_wake.notify();
-    } else if queue.len() < shard.process.config.chat.mesh_retry_max {
-        queue.push_back(message);
-    } else {
-        shard.metrics.limit_hit(LimitKind::ChatMeshRetry);
-        tracing::warn!(
-            shard = shard.idx,
-            destination,
-            "chat message dropped: ring and retry queue full"
-        );
-    }
-}
-
-/// Retries chat messages that met a full ring, in order, every millisecond
-/// while any wait.
-pub async fn run_mesh_retry(shard: Rc<Shard>) {
-    loop {
-        shard.chat.mesh_retry_wake.wait().await;
-        loop {
-            let mut pending = false;
-            {
-                let mut retry = shard.chat.mesh_retry.borrow_mut();
-                for (destination, queue) in retry.iter_mut().enumerate() {
-                    while let Some(message) = queue.pop_front() {
-                        match shard.send_to_shard(destination, ShardMessage::Chat(message)) {
-                            Ok(()) => {}
-                            Err(ShardMessage::Chat(message)) => {
-                                queue.push_front(message);
-                                break;
-                            }
-                            Err(_) => unreachable!("the mesh hands back what it was given"),
-                        }
-                    }
-                    pending |= !queue.is_empty();
-                }
-            }
-            if !pending {
-                break;
-            }
-            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    }
+    crate::ordered_send::send(shard, destination, ShardMessage::Chat(message));
 }
 
 /// Handles one chat message addressed to this shard.
@@ -457,11 +390,8 @@ pub fn on_push(shard: &Rc<Shard>, push: &Push) {
 }
 
 /// One shard's chat state. `!Send`; lives in its [`Shard`].
+#[derive(Default)]
 pub struct ChatShard {
-    local_inbox: std::cell::RefCell<VecDeque<ChatMessage>>,
-    draining_local: std::cell::Cell<bool>,
-    mesh_retry: std::cell::RefCell<Vec<VecDeque<ChatMessage>>>,
-    mesh_retry_wake: crate::local_event::LocalNotify,
     /// Authenticated connections on this shard, their rooms and users.
     pub registry: connection::Registry,
     /// Rooms this shard owns.
@@ -475,23 +405,6 @@ pub struct ChatShard {
 }
 
 impl ChatShard {
-    /// Empty chat state for a shard of `shard_count`.
-    pub fn new(shard_count: usize) -> Self {
-        Self {
-            local_inbox: Default::default(),
-            draining_local: Default::default(),
-            mesh_retry: std::cell::RefCell::new(
-                (0..shard_count).map(|_| VecDeque::new()).collect(),
-            ),
-            mesh_retry_wake: Default::default(),
-            registry: Default::default(),
-            rooms: Default::default(),
-            persister: Rc::new(persist::Persister::default()),
-            presence: Default::default(),
-            limits: Default::default(),
-        }
-    }
-
     /// The live connection `conn` refers to, if it is still open here.
     pub fn connection(&self, conn: ConnRef) -> Option<Rc<connection::ChatConnection>> {
         self.registry.get(conn)
@@ -505,7 +418,6 @@ impl ChatShard {
 
 /// Starts the chat tasks of a shard.
 pub fn start(shard: &Rc<Shard>) {
-    monoio::spawn(run_mesh_retry(shard.clone()));
     if shard.control.is_configured() {
         monoio::spawn(persist::run(shard.clone()));
         let weak = Rc::downgrade(shard);
