@@ -743,6 +743,40 @@ mod tests {
     }
 
     #[test]
+    fn live_values_out_of_range_name_their_key() {
+        check_refused(
+            &[("VEZA_LIVE_PAGE_DURATION_MS", "5")],
+            "live.page_duration_ms",
+        );
+        check_refused(
+            &[("VEZA_LIVE_LISTENER_QUEUE_BYTES_MAX", "65536")],
+            "live.listener_queue_bytes_max",
+        );
+        check_refused(
+            &[("VEZA_LIVE_RECENT_PAGES_BYTES_MAX", "1024")],
+            "live.recent_pages_bytes_max",
+        );
+        check_refused(
+            &[("VEZA_LIVE_SOURCE_GRACE_MS", "0")],
+            "live.source_grace_ms",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veza.toml");
+        std::fs::write(&path, "[live]\nladder_bitrates_kbps = [64, 900]\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("ladder_bitrates_kbps"),
+            "{error}"
+        );
+        std::fs::write(&path, "[live]\nlagging_listener_policy = \"drop\"\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("lagging_listener_policy"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn file_with_wrong_type_is_refused_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("veza.toml");
