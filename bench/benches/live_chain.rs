@@ -110,7 +110,9 @@ fn live_chain(criterion: &mut Criterion) {
     group.bench_function("ladder_64_96_160", |bencher| {
         bencher.iter(|| {
             ladder
-                .push_pcm(black_box(&input), &mut |_, packet, _| packet_byte_count += packet.len())
+                .push_pcm(black_box(&input), &mut |_, packet, _| {
+                    packet_byte_count += packet.len()
+                })
                 .expect("encodes")
         })
     });
@@ -120,7 +122,9 @@ fn live_chain(criterion: &mut Criterion) {
             buffer.copy_from_slice(&input);
             chain.process(&mut buffer);
             ladder
-                .push_pcm(&buffer, &mut |_, packet, _| packet_byte_count += packet.len())
+                .push_pcm(&buffer, &mut |_, packet, _| {
+                    packet_byte_count += packet.len()
+                })
                 .expect("encodes")
         })
     });
