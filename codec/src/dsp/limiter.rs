@@ -129,6 +129,8 @@ pub(crate) struct Limiter {
     channel_count: usize,
     ceiling: f32,
     taps: [[f32; OVERSAMPLING_FACTOR]; TAP_COUNT_PER_PHASE],
+    /// The same taps with the four phases in the lanes.
+    tap_lanes: [f32x4; TAP_COUNT_PER_PHASE],
     /// Per channel: [`HISTORY_FRAME_COUNT`] samples of the previous chunk,
     /// then the current chunk, planar for the interpolator.
     histories: Vec<Vec<f32>>,
@@ -148,10 +150,12 @@ impl Limiter {
         // See the module comment: the last of the twelve samples behind an
         // interpolated peak must still be in the line when the gain lands.
         let delay_frame_count = lookahead_frame_count + TAP_COUNT_PER_PHASE - 2;
+        let taps = interpolator_taps();
         Self {
             channel_count,
             ceiling: decibels_to_amplitude(config.ceiling_dbtp),
-            taps: interpolator_taps(),
+            taps,
+            tap_lanes: taps.map(f32x4::from),
             histories: vec![vec![0.0; HISTORY_FRAME_COUNT + CHUNK_FRAME_COUNT]; channel_count],
             smoother: GainSmoother::new(
                 lookahead_frame_count,
@@ -215,7 +219,7 @@ impl Limiter {
             for phase in 0..OVERSAMPLING_FACTOR {
                 let mut sum = 0.0f32;
                 for (tap, taps) in self.taps.iter().enumerate() {
-                    sum = sum + taps[phase] * history[newest - tap];
+                    sum += taps[phase] * history[newest - tap];
                 }
                 peak = peak.max(sum.abs());
             }
@@ -228,8 +232,8 @@ impl Limiter {
         for history in &self.histories {
             let window = &history[frame_idx..frame_idx + TAP_COUNT_PER_PHASE];
             let mut sums = f32x4::ZERO;
-            for (taps, sample) in self.taps.iter().zip(window.iter().rev()) {
-                sums = sums + f32x4::from(*taps) * f32x4::splat(*sample);
+            for (taps, sample) in self.tap_lanes.iter().zip(window.iter().rev()) {
+                sums += *taps * f32x4::splat(*sample);
             }
             peaks = peaks.max(sums.abs());
         }
