@@ -93,6 +93,10 @@ pub struct LiveConfig {
     pub default_bitrate_kbps: u32,
     /// Streams one shard may own at once; past it new sources get 503.
     pub streams_per_shard_max: usize,
+    /// Listeners a page is queued on per loop turn; between batches the
+    /// shard serves I/O (new listeners, sources), so a page for thousands of
+    /// listeners does not stall it.
+    pub fanout_batch_max: usize,
 }
 
 impl Default for LiveConfig {
@@ -100,7 +104,7 @@ impl Default for LiveConfig {
         Self {
             burst_bytes: 65_536,
             recent_pages_bytes_max: 262_144,
-            page_duration_ms: 200,
+            page_duration_ms: 500,
             listener_queue_bytes_max: 262_144,
             lagging_listener_policy: LaggingListenerPolicy::Skip,
             source_grace_ms: 10_000,
@@ -110,13 +114,15 @@ impl Default for LiveConfig {
             ladder_bitrates_kbps: vec![64, 96, 160],
             default_bitrate_kbps: 96,
             streams_per_shard_max: 256,
+            fanout_batch_max: 512,
         }
     }
 }
 
 impl LiveConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 8] = [
+        let positive: [(&str, u64); 9] = [
+            ("live.fanout_batch_max", self.fanout_batch_max as u64),
             ("live.burst_bytes", self.burst_bytes as u64),
             ("live.page_duration_ms", self.page_duration_ms as u64),
             ("live.source_grace_ms", self.source_grace_ms),

@@ -186,11 +186,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, key: u
             crate::websocket_session::run(shard.clone(), stream, buffer, key, kind).await;
         }
         HttpOutcome::Live(LiveHandover::Source(head, name)) => {
-            let HttpConnection { stream, buffer, .. } = connection;
+            let HttpConnection {
+                stream,
+                buffer,
+                out,
+                ..
+            } = connection;
+            drop(out);
             crate::live::source::serve(shard.clone(), stream, buffer, *head, name).await;
         }
         HttpOutcome::Live(LiveHandover::Listen(request)) => {
-            let HttpConnection { stream, .. } = connection;
+            // A listener only writes: its read and response buffers are
+            // freed now, not when this (long-lived) future ends.
+            let HttpConnection {
+                stream,
+                buffer,
+                out,
+                ..
+            } = connection;
+            drop((buffer, out));
             crate::live::listener::serve(shard.clone(), stream, key, request).await;
         }
         HttpOutcome::ClosedByServer => {

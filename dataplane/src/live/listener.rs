@@ -22,11 +22,24 @@ use crate::shard::Shard;
 /// One rendition heard on this shard.
 struct LocalRendition {
     header_pages: Bytes,
+    /// Pages already fanned out here, for bursts (bounded by
+    /// `live.recent_pages_bytes_max`).
     recent: VecDeque<Bytes>,
     recent_bytes: usize,
-    listeners: Vec<Rc<Outbound>>,
+    listeners: slab::Slab<Rc<Outbound>>,
     stats: Arc<StreamStats>,
+    /// Pages waiting for the fan-out task, oldest first.
+    fanout_queue: VecDeque<Bytes>,
+    /// A fan-out task is running for this rendition.
+    fanout_running: bool,
+    /// The stream ended: listeners finish once the queue is fanned out.
+    ended: bool,
 }
+
+type SharedRendition = Rc<RefCell<LocalRendition>>;
+
+/// Joins in flight are keyed by stream and the `?br=` asked for.
+type JoinKey = (Arc<str>, Option<u32>);
 
 /// What a shard knows of a stream its listeners hear.
 struct LocalStream {
@@ -44,9 +57,9 @@ struct PendingJoin {
 /// The renditions this shard's listeners hear, and joins in flight.
 #[derive(Default)]
 pub struct LocalRenditions {
-    renditions: RefCell<HashMap<(Arc<str>, u8), LocalRendition>>,
+    renditions: RefCell<HashMap<(Arc<str>, u8), SharedRendition>>,
     streams: RefCell<HashMap<Arc<str>, LocalStream>>,
-    pending: RefCell<HashMap<(Arc<str>, Option<u32>), Vec<Rc<PendingJoin>>>>,
+    pending: RefCell<HashMap<JoinKey, Vec<Rc<PendingJoin>>>>,
 }
 
 /// A `GET` or `HEAD` of `/v1/live/{stream}`.
@@ -67,37 +80,39 @@ pub async fn serve(shard: Rc<Shard>, socket: TcpStream, key: usize, request: Lis
     };
     let config = &shard.process.config.live;
     let outbound = Outbound::new(config.listener_queue_bytes_max);
-    let registered = {
-        let mut renditions = shard.live.listening.renditions.borrow_mut();
-        match renditions.get_mut(&(request.stream.clone(), rendition)) {
-            Some(local) => {
-                let head = response_head(
-                    &shard,
-                    &local.stats,
-                    bitrate_of(&shard, &request.stream, rendition),
-                );
-                let mut parts = vec![head];
-                if !request.is_head {
-                    parts.push(local.header_pages.clone());
-                    parts.extend(burst(&local.recent, config.burst_bytes));
-                }
-                // The bound was validated to hold a burst and the headers.
-                let _ = outbound.push(&parts);
-                if request.is_head {
-                    outbound.finish();
-                    None
-                } else {
-                    local.listeners.push(outbound.clone());
-                    local.stats.count_listener(rendition, 1);
-                    Some(local.stats.clone())
-                }
-            }
-            // The stream ended between the reply and now.
-            None => {
-                drop(renditions);
-                write_not_live(&shard, socket, &request).await;
-                return;
-            }
+    let key_in_map = (request.stream.clone(), rendition);
+    let Some(shared) = shard
+        .live
+        .listening
+        .renditions
+        .borrow()
+        .get(&key_in_map)
+        .cloned()
+    else {
+        // The stream ended between the reply and now.
+        write_not_live(&shard, socket, &request).await;
+        return;
+    };
+    let listener_key = {
+        let mut local = shared.borrow_mut();
+        let head = response_head(
+            &shard,
+            &local.stats,
+            bitrate_of(&shard, &request.stream, rendition),
+        );
+        let mut parts = vec![head];
+        if !request.is_head {
+            parts.push(local.header_pages.clone());
+            parts.extend(burst(&local.recent, config.burst_bytes));
+        }
+        // The bound was validated to hold a burst and the headers.
+        let _ = outbound.push(&parts);
+        if request.is_head || local.ended {
+            outbound.finish();
+            None
+        } else {
+            local.stats.count_listener(rendition, 1);
+            Some(local.listeners.insert(outbound.clone()))
         }
     };
     shard.update_connection(
@@ -109,9 +124,8 @@ pub async fn serve(shard: Rc<Shard>, socket: TcpStream, key: usize, request: Lis
         ShardMetrics::add(&metrics.bytes_sent_total, bytes as u64)
     })
     .await;
-    if let Some(stats) = registered {
-        stats.count_listener(rendition, -1);
-        leave(&shard, &request.stream, rendition, &outbound);
+    if let Some(listener_key) = listener_key {
+        leave(&shard, &key_in_map, &shared, listener_key);
     }
 }
 
@@ -207,13 +221,16 @@ pub fn on_join_reply(
             .entry((name.clone(), rendition))
             .or_insert_with(|| {
                 let recent: VecDeque<Bytes> = accepted.recent_pages.into_iter().collect();
-                LocalRendition {
+                Rc::new(RefCell::new(LocalRendition {
                     header_pages: accepted.header_pages,
                     recent_bytes: recent.iter().map(Bytes::len).sum(),
                     recent,
-                    listeners: Vec::new(),
+                    listeners: slab::Slab::new(),
                     stats: accepted.stats,
-                }
+                    fanout_queue: VecDeque::new(),
+                    fanout_running: false,
+                    ended: false,
+                }))
             });
         rendition
     });
@@ -228,84 +245,150 @@ pub fn on_join_reply(
     }
 }
 
-/// A new page of a rendition heard here.
+/// A new page of a rendition heard here: queued for the rendition's
+/// fan-out task, which keeps pages in order.
 pub fn on_page(shard: &Rc<Shard>, name: &Arc<str>, rendition: u8, page: Bytes) {
-    let mut renditions = shard.live.listening.renditions.borrow_mut();
-    let Some(local) = renditions.get_mut(&(name.clone(), rendition)) else {
+    let Some(shared) = shard
+        .live
+        .listening
+        .renditions
+        .borrow()
+        .get(&(name.clone(), rendition))
+        .cloned()
+    else {
         return;
     };
-    let config = &shard.process.config.live;
-    local.recent_bytes += page.len();
-    local.recent.push_back(page.clone());
-    while local.recent_bytes > config.recent_pages_bytes_max && local.recent.len() > 1 {
-        let oldest = local.recent.pop_front().expect("not empty");
-        local.recent_bytes -= oldest.len();
+    let mut local = shared.borrow_mut();
+    local.fanout_queue.push_back(page);
+    if !local.fanout_running {
+        local.fanout_running = true;
+        drop(local);
+        monoio::spawn(run_fanout(shard.clone(), shared));
     }
+}
+
+/// Queues each waiting page on every listener, `live.fanout_batch_max`
+/// listeners at a time with a pause for I/O between batches, so a page for
+/// thousands of listeners does not hold the shard for one long loop turn
+/// (new listeners and sources are served between batches).
+///
+/// A page joins the recent pages (the next listener's burst) when its
+/// fan-out starts, and the fan-out goes to the listeners present at that
+/// moment: a listener gets every page exactly once, from its burst or from
+/// here.
+async fn run_fanout(shard: Rc<Shard>, shared: SharedRendition) {
+    let config = &shard.process.config.live;
+    let batch = config.fanout_batch_max;
+    loop {
+        let (page, listeners, stats) = {
+            let mut local = shared.borrow_mut();
+            let Some(page) = local.fanout_queue.pop_front() else {
+                local.fanout_running = false;
+                if local.ended {
+                    for (_, outbound) in local.listeners.iter() {
+                        outbound.finish();
+                    }
+                }
+                return;
+            };
+            local.recent_bytes += page.len();
+            local.recent.push_back(page.clone());
+            while local.recent_bytes > config.recent_pages_bytes_max && local.recent.len() > 1 {
+                let oldest = local.recent.pop_front().expect("not empty");
+                local.recent_bytes -= oldest.len();
+            }
+            let listeners: Vec<Rc<Outbound>> = local
+                .listeners
+                .iter()
+                .map(|(_, outbound)| outbound.clone())
+                .collect();
+            (page, listeners, local.stats.clone())
+        };
+        for (index, chunk) in listeners.chunks(batch).enumerate() {
+            if index > 0 {
+                // A timer, unlike a yield, lets the runtime poll for I/O.
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            deliver(&shard, chunk, &page, &stats);
+        }
+    }
+}
+
+/// Queues `page` on each listener, applying the lagging-listener policy.
+fn deliver(shard: &Shard, listeners: &[Rc<Outbound>], page: &Bytes, stats: &StreamStats) {
+    let policy = shard.process.config.live.lagging_listener_policy;
+    let parts = std::slice::from_ref(page);
     let mut delivered: u64 = 0;
-    let parts = [page];
-    for outbound in &local.listeners {
-        match outbound.push(&parts) {
+    for outbound in listeners {
+        match outbound.push(parts) {
             Ok(()) => delivered += 1,
             Err(PushError::Closed) => {}
             Err(PushError::Overflow) => {
                 shard.metrics.limit_hit(LimitKind::LiveListenerQueue);
-                match config.lagging_listener_policy {
+                match policy {
                     LaggingListenerPolicy::Skip => {
                         outbound.skip_queued();
-                        local.stats.skips.fetch_add(1, Ordering::Relaxed);
-                        if outbound.push(&parts).is_ok() {
+                        stats.skips.fetch_add(1, Ordering::Relaxed);
+                        if outbound.push(parts).is_ok() {
                             delivered += 1;
                         }
                     }
                     LaggingListenerPolicy::Disconnect => {
-                        local.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                        stats.evictions.fetch_add(1, Ordering::Relaxed);
                         outbound.push_final(&[], true);
                     }
                 }
             }
         }
     }
-    local
-        .stats
+    stats
         .bytes_out
-        .fetch_add(delivered * parts[0].len() as u64, Ordering::Relaxed);
+        .fetch_add(delivered * page.len() as u64, Ordering::Relaxed);
 }
 
 /// A listener's connection ended.
-fn leave(shard: &Rc<Shard>, name: &Arc<str>, rendition: u8, outbound: &Rc<Outbound>) {
-    let key = (name.clone(), rendition);
+fn leave(
+    shard: &Rc<Shard>,
+    key_in_map: &(Arc<str>, u8),
+    shared: &SharedRendition,
+    listener_key: usize,
+) {
     let now_empty = {
-        let mut renditions = shard.live.listening.renditions.borrow_mut();
-        let Some(local) = renditions.get_mut(&key) else {
-            return;
-        };
-        local.listeners.retain(|other| !Rc::ptr_eq(other, outbound));
-        if local.listeners.is_empty() {
-            renditions.remove(&key);
-            true
-        } else {
-            false
-        }
+        let mut local = shared.borrow_mut();
+        local.stats.count_listener(key_in_map.1, -1);
+        local.listeners.try_remove(listener_key);
+        local.listeners.is_empty() && !local.ended
     };
-    if now_empty {
-        let owner = owner_of_stream(name, shard.process.shard_count());
-        send(
-            shard,
-            owner,
-            LiveMessage::Left {
-                stream: name.clone(),
-                rendition,
-                shard: shard.idx as u16,
-            },
-        );
+    if !now_empty {
+        return;
     }
+    {
+        let mut renditions = shard.live.listening.renditions.borrow_mut();
+        match renditions.get(key_in_map) {
+            Some(current) if Rc::ptr_eq(current, shared) => {
+                renditions.remove(key_in_map);
+            }
+            _ => return,
+        }
+    }
+    let (name, rendition) = key_in_map;
+    let owner = owner_of_stream(name, shard.process.shard_count());
+    send(
+        shard,
+        owner,
+        LiveMessage::Left {
+            stream: name.clone(),
+            rendition: *rendition,
+            shard: shard.idx as u16,
+        },
+    );
 }
 
 /// The stream ended: listeners get what is queued, then the end of the body.
 pub fn on_ended(shard: &Rc<Shard>, name: &Arc<str>) {
     let listening = &shard.live.listening;
     listening.streams.borrow_mut().remove(name);
-    let ended: Vec<LocalRendition> = {
+    let ended: Vec<SharedRendition> = {
         let mut renditions = listening.renditions.borrow_mut();
         let keys: Vec<(Arc<str>, u8)> = renditions
             .keys()
@@ -316,14 +399,20 @@ pub fn on_ended(shard: &Rc<Shard>, name: &Arc<str>) {
             .filter_map(|key| renditions.remove(key))
             .collect()
     };
-    for local in ended {
-        for outbound in local.listeners {
-            outbound.finish();
+    for shared in ended {
+        let mut local = shared.borrow_mut();
+        local.ended = true;
+        // A running fan-out finishes the listeners after the last page
+        // (the EOS page) is queued on them.
+        if !local.fanout_running {
+            for (_, outbound) in local.listeners.iter() {
+                outbound.finish();
+            }
         }
     }
     let waiting: Vec<Rc<PendingJoin>> = {
         let mut pending = listening.pending.borrow_mut();
-        let keys: Vec<(Arc<str>, Option<u32>)> = pending
+        let keys: Vec<JoinKey> = pending
             .keys()
             .filter(|(stream, _)| stream == name)
             .cloned()
@@ -341,8 +430,8 @@ pub fn on_ended(shard: &Rc<Shard>, name: &Arc<str>) {
 
 /// Shutdown: every listener gets what is queued, then EOF.
 pub fn finish_all(shard: &Shard) {
-    for local in shard.live.listening.renditions.borrow().values() {
-        for outbound in &local.listeners {
+    for shared in shard.live.listening.renditions.borrow().values() {
+        for (_, outbound) in shared.borrow().listeners.iter() {
             outbound.finish();
         }
     }
