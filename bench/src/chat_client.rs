@@ -459,7 +459,7 @@ impl ChatClient {
     }
 
     /// A command whose success is `Ok` (Unsubscribe, Edit, Delete, React,
-    /// Typing, SetPresence, ReadMarker).
+    /// Typing, SetPresence, ReadMarker, WatchStream, UnwatchStream).
     pub async fn command(
         &mut self,
         frame: ClientFrame,
@@ -592,6 +592,34 @@ impl ChatClient {
             ServerFrame::HistoryPage { messages, .. } => Ok(messages),
             other => Err(unexpected("history_page", other)),
         }
+    }
+
+    /// `WatchStream`: the stream's `NowPlaying` events from now on. When the
+    /// stream is live with a title, the current one follows the `Ok`; read
+    /// it with `next_frame`.
+    pub async fn watch_stream(
+        &mut self,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<(), ChatClientError> {
+        let frame = ClientFrame::WatchStream {
+            request_id: 0,
+            stream: stream.to_string(),
+        };
+        self.command(frame, timeout).await
+    }
+
+    /// `UnwatchStream`: no `NowPlaying` of the stream after the `Ok`.
+    pub async fn unwatch_stream(
+        &mut self,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<(), ChatClientError> {
+        let frame = ClientFrame::UnwatchStream {
+            request_id: 0,
+            stream: stream.to_string(),
+        };
+        self.command(frame, timeout).await
     }
 
     /// Sends a close frame with `code` and waits (up to `timeout`) for the
@@ -805,7 +833,9 @@ fn set_request_id(frame: &mut ClientFrame, id: u32) {
         | ClientFrame::Typing { request_id, .. }
         | ClientFrame::SetPresence { request_id, .. }
         | ClientFrame::ReadMarker { request_id, .. }
-        | ClientFrame::History { request_id, .. } => *request_id = id,
+        | ClientFrame::History { request_id, .. }
+        | ClientFrame::WatchStream { request_id, .. }
+        | ClientFrame::UnwatchStream { request_id, .. } => *request_id = id,
     }
 }
 

@@ -14,6 +14,7 @@
 //! | `/admin/metadata?mount=&mode=updinfo&song=` | GET (basic auth, stream key) | Icecast's metadata update |
 //! | `/debug/stall?ms=N` | POST, when `debug.endpoints_enabled` | blocks the shard on purpose |
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -92,7 +93,7 @@ fn method_not_allowed(allowed: &'static str) -> Routed {
 
 /// Routes one request.
 pub async fn route(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     head: &RequestHead,
     body: Bytes,
     peer: std::net::IpAddr,
@@ -198,7 +199,12 @@ async fn metrics(shard: &Shard) -> Response {
 /// limited (429 with `Retry-After`).
 /// `/v1/live/{stream}/status` and `/v1/live/{stream}/metadata` (the stream
 /// itself is handed over before routing).
-async fn live_stream_route(shard: &Shard, head: &RequestHead, body: &[u8], path: &str) -> Response {
+async fn live_stream_route(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    body: &[u8],
+    path: &str,
+) -> Response {
     let rest = &path["/v1/live/".len()..];
     let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
     let method = head.method.as_str();
@@ -232,7 +238,7 @@ async fn live_stream_route(shard: &Shard, head: &RequestHead, body: &[u8], path:
 }
 
 /// Icecast's `GET /admin/metadata?mount=/v1/live/{stream}&mode=updinfo&song=...`.
-async fn live_metadata_icecast(shard: &Shard, head: &RequestHead) -> Response {
+async fn live_metadata_icecast(shard: &Rc<Shard>, head: &RequestHead) -> Response {
     let query = head.query().unwrap_or("");
     let parameter = |wanted: &str| {
         query.split('&').find_map(|pair| {
@@ -254,7 +260,12 @@ async fn live_metadata_icecast(shard: &Shard, head: &RequestHead) -> Response {
     update_metadata(shard, head, &name, &song).await
 }
 
-async fn update_metadata(shard: &Shard, head: &RequestHead, name: &str, title: &str) -> Response {
+async fn update_metadata(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    name: &str,
+    title: &str,
+) -> Response {
     if !crate::live::is_valid_stream_name(name) {
         return stream_offline(name);
     }
@@ -268,6 +279,7 @@ async fn update_metadata(shard: &Shard, head: &RequestHead, name: &str, title: &
     match shard.process.live_directory.get(name) {
         Some(stats) => {
             crate::live::status::set_now_playing(&stats, title);
+            crate::live::status::announce_now_playing(shard, &stats.name, title);
             Response::json(200, &b"{\"status\":\"ok\"}"[..])
         }
         None => stream_offline(name),
@@ -312,19 +324,6 @@ fn percent_decode(value: &str) -> String {
         index += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        assert_eq!(percent_decode("Artist+-+Song%20%C3%A9"), "Artist - Song é");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%2Fv1%2Flive%2Fradio"), "/v1/live/radio");
-    }
 }
 
 fn chat_upgrade(shard: &Shard, head: &RequestHead, peer: std::net::IpAddr) -> Routed {
@@ -401,4 +400,17 @@ fn debug_stall(head: &RequestHead) -> Response {
     // Deliberately blocking: this endpoint exists to test stall detection.
     std::thread::sleep(Duration::from_millis(stall_ms));
     Response::json(200, format!("{{\"stalled_ms\":{stall_ms}}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("Artist+-+Song%20%C3%A9"), "Artist - Song é");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%2Fv1%2Flive%2Fradio"), "/v1/live/radio");
+    }
 }

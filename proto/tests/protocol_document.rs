@@ -85,6 +85,20 @@ fn client_examples() -> Vec<(&'static str, ClientFrame)> {
                 emoji: "👍".into(),
             },
         ),
+        (
+            "WatchStream",
+            ClientFrame::WatchStream {
+                request_id: 9,
+                stream: "radio".into(),
+            },
+        ),
+        (
+            "UnwatchStream",
+            ClientFrame::UnwatchStream {
+                request_id: 10,
+                stream: "radio".into(),
+            },
+        ),
     ]
 }
 
@@ -169,6 +183,14 @@ fn server_examples() -> Vec<(&'static str, ServerFrame)> {
             },
         ),
         ("Ok", ServerFrame::Ok { request_id: 6 }),
+        (
+            "NowPlaying",
+            ServerFrame::NowPlaying {
+                stream: "radio".into(),
+                title: "Artist - Song".into(),
+                updated_at_ms: NEW_YEAR_2026_MS + 60_000,
+            },
+        ),
     ]
 }
 
@@ -374,8 +396,8 @@ fn every_opcode_appears_in_a_table_row() {
     let rows = table_rows(&text);
     let client_opcodes = known_opcodes(|bytes| ClientFrame::decode(bytes).err().map(|e| e.code));
     let server_opcodes = known_opcodes(|bytes| ServerFrame::decode(bytes).err().map(|e| e.code));
-    assert_eq!(client_opcodes.len(), 11);
-    assert_eq!(server_opcodes.len(), 14);
+    assert_eq!(client_opcodes.len(), 13);
+    assert_eq!(server_opcodes.len(), 15);
     for opcode in client_opcodes.into_iter().chain(server_opcodes) {
         let written = format!("`0x{opcode:02X}`");
         assert!(
@@ -437,6 +459,8 @@ fn the_endpoint_and_every_limit_appear_with_their_values() {
         ("EMOJI_BYTES_MAX", chat::EMOJI_BYTES_MAX),
         ("MENTIONS_MAX", chat::MENTIONS_MAX),
         ("HISTORY_LIMIT_MAX", usize::from(chat::HISTORY_LIMIT_MAX)),
+        ("STREAM_NAME_BYTES_MAX", chat::STREAM_NAME_BYTES_MAX),
+        ("WATCHED_STREAMS_MAX", chat::WATCHED_STREAMS_MAX),
     ] {
         let (name, value) = (format!("`{name}`"), format!("| {value} |"));
         assert!(

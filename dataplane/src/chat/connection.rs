@@ -1,7 +1,8 @@
 //! The connection's side of chat: authentication, command decoding and
-//! checks, rate limiting, local subscriber lists, delivery, and the resume
+//! checks, rate limiting, local subscriber lists, delivery, the resume
 //! catch-up (database page, then backlog replay, then live events held
-//! meanwhile).
+//! meanwhile), and watching live streams' now-playing titles (the
+//! watcher lists are the live side's, [`crate::live::now_playing`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,6 +29,10 @@ use crate::websocket_session::WebSocketHandle;
 
 /// Retry hint when the control plane is away.
 const UNAVAILABLE_RETRY_MS: u32 = 1_000;
+
+/// The `invalid` answer to a bad stream name in `WatchStream` and
+/// `UnwatchStream`.
+const STREAM_NAME_RULE: &str = "a stream name matches ^[a-z0-9][a-z0-9_-]{0,63}$";
 
 /// Where one subscription of a connection stands.
 enum Subscription {
@@ -569,6 +574,50 @@ impl ChatSession {
                     limit.min(page_max),
                 ));
             }
+            ClientFrame::WatchStream { request_id, stream } => {
+                return self.watch_stream(connection, request_id, &stream);
+            }
+            ClientFrame::UnwatchStream { request_id, stream } => {
+                if !crate::live::is_valid_stream_name(&stream) {
+                    return self.invalid(request_id, STREAM_NAME_RULE);
+                }
+                if let Err(flow) = self.rate_limit(connection, request_id) {
+                    return flow;
+                }
+                self.shard.live.watchers.unwatch(connection.conn, &stream);
+                self.reply(&frame(&ServerFrame::Ok { request_id }));
+            }
+        }
+        ChatFlow::Continue
+    }
+
+    /// `WatchStream`: `Ok`, then the stream's current title when it is live
+    /// and has one (the stream need not be live to be watched).
+    fn watch_stream(
+        &self,
+        connection: &Rc<ChatConnection>,
+        request_id: u32,
+        stream: &str,
+    ) -> ChatFlow {
+        if !crate::live::is_valid_stream_name(stream) {
+            return self.invalid(request_id, STREAM_NAME_RULE);
+        }
+        if let Err(flow) = self.rate_limit(connection, request_id) {
+            return flow;
+        }
+        let watchers = &self.shard.live.watchers;
+        if watchers.watch(connection, stream).is_err() {
+            self.error(
+                request_id,
+                ErrorCode::TooManySubscriptions,
+                0,
+                "this connection watches the most streams allowed",
+            );
+            return ChatFlow::Continue;
+        }
+        self.reply(&frame(&ServerFrame::Ok { request_id }));
+        if let Some(event) = crate::live::now_playing::current_event(&self.shard, stream) {
+            connection.push(&self.shard, &event);
         }
         ChatFlow::Continue
     }
@@ -589,6 +638,7 @@ impl ChatSession {
         for room_id in rooms {
             end_subscription(shard, &connection, room_id);
         }
+        shard.live.watchers.remove_connection(connection.conn);
         let registry = &shard.chat.registry;
         registry
             .slots

@@ -23,6 +23,7 @@
 //! sees a rendition's `JoinReply` before its later pages, and pages in order.
 
 pub mod listener;
+pub mod now_playing;
 pub mod source;
 pub mod status;
 pub mod stream;
@@ -197,6 +198,16 @@ pub enum LiveMessage {
         /// The stream.
         stream: Arc<str>,
     },
+    /// To every shard (the sender's included): the stream's now-playing
+    /// title was set; delivered to the shard's chat watchers of the stream.
+    NowPlaying {
+        /// The stream.
+        stream: Arc<str>,
+        /// The title (cleaned by [`status::set_now_playing`]'s rule).
+        title: String,
+        /// When it was set, Unix ms.
+        updated_at_ms: i64,
+    },
 }
 
 /// The shard that owns `stream`.
@@ -254,6 +265,11 @@ pub fn handle(shard: &Rc<Shard>, message: LiveMessage) {
             page,
         } => listener::on_page(shard, &stream, rendition, page),
         LiveMessage::Ended { stream } => listener::on_ended(shard, &stream),
+        LiveMessage::NowPlaying {
+            stream,
+            title,
+            updated_at_ms,
+        } => now_playing::on_now_playing(shard, stream, title, updated_at_ms),
     }
 }
 
@@ -268,6 +284,8 @@ pub struct LiveShard {
     pub sources: RefCell<HashMap<u64, Rc<source::SourceSlot>>>,
     /// The next source id.
     pub next_source_id: Cell<u64>,
+    /// Chat connections watching streams' now-playing titles, and the titles.
+    pub watchers: now_playing::Watchers,
 }
 
 /// Tells every local listener and source that the shard shuts down.

@@ -1,14 +1,19 @@
 //! What live streams are doing: the JSON status (`GET /v1/live`,
 //! `GET /v1/live/{stream}/status`), Prometheus series, and now-playing
 //! metadata updates (`POST /v1/live/{stream}/metadata`, Icecast's
-//! `/admin/metadata?mount=...&mode=updinfo&song=...`).
+//! `/admin/metadata?mount=...&mode=updinfo&song=...`), which are set here
+//! and announced to every shard for the chat clients watching the stream
+//! ([`super::now_playing`]).
 
 use std::fmt::Write as _;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{StreamInfo, StreamStats};
+use super::{unix_now_ms, LiveMessage, StreamInfo, StreamStats};
+use crate::shard::Shard;
 
 /// One stream in the status document. The shape is stable: fields are only
 /// ever added.
@@ -194,15 +199,43 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Longest now-playing title kept, in characters.
+const NOW_PLAYING_CHARS_MAX: usize = 256;
+
 /// Sets the now-playing title (bounded to 256 characters, control
 /// characters dropped).
 pub fn set_now_playing(stats: &StreamStats, title: &str) {
-    let clean: String = title
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(256)
-        .collect();
+    let clean = clean_now_playing(title);
     if let Ok(mut info) = stats.info.lock() {
         info.now_playing = clean;
     }
+}
+
+/// Tells every shard, this one included, that `stream` now plays `title`
+/// (cleaned as [`set_now_playing`] does), for the chat connections watching
+/// it. Call it after [`set_now_playing`].
+pub fn announce_now_playing(shard: &Rc<Shard>, stream: &Arc<str>, title: &str) {
+    let title = clean_now_playing(title);
+    let updated_at_ms = unix_now_ms();
+    for destination in 0..shard.process.shard_count() {
+        super::send(
+            shard,
+            destination,
+            LiveMessage::NowPlaying {
+                stream: stream.clone(),
+                title: title.clone(),
+                updated_at_ms,
+            },
+        );
+    }
+}
+
+/// The title as kept: control characters dropped, at most
+/// [`NOW_PLAYING_CHARS_MAX`] characters.
+fn clean_now_playing(title: &str) -> String {
+    title
+        .chars()
+        .filter(|character| !character.is_control())
+        .take(NOW_PLAYING_CHARS_MAX)
+        .collect()
 }

@@ -67,6 +67,8 @@ NONCE_BYTES_MAX = 64
 EMOJI_BYTES_MAX = 64
 MENTIONS_MAX = 50
 HISTORY_LIMIT_MAX = 1000
+STREAM_NAME_BYTES_MAX = 64
+WATCHED_STREAMS_MAX = 16
 
 # Client commands.
 OP_AUTH = 0x01
@@ -80,6 +82,8 @@ OP_TYPING = 0x08
 OP_SET_PRESENCE = 0x09
 OP_READ_MARKER = 0x0A
 OP_HISTORY = 0x0B
+OP_WATCH_STREAM = 0x0C
+OP_UNWATCH_STREAM = 0x0D
 
 # Server replies.
 OP_OK = 0x80
@@ -98,6 +102,7 @@ OP_TYPING_EVENT = 0x94
 OP_PRESENCE = 0x95
 OP_MENTION = 0x96
 OP_REMOVED = 0x97
+OP_NOW_PLAYING = 0x98
 
 ERROR_CODES = {
     1: "malformed",
@@ -254,6 +259,14 @@ def encode_history(
         .u16(limit)
         .bytes()
     )
+
+
+def encode_watch_stream(request_id: int, stream: str) -> bytes:
+    return Encoder(OP_WATCH_STREAM).u32(request_id).string(stream).bytes()
+
+
+def encode_unwatch_stream(request_id: int, stream: str) -> bytes:
+    return Encoder(OP_UNWATCH_STREAM).u32(request_id).string(stream).bytes()
 
 
 # ---------------------------------------------------------------------------
@@ -476,6 +489,14 @@ class Removed:
     kind: str = "Removed"
 
 
+@dataclass
+class NowPlaying:
+    stream: str
+    title: str
+    updated_at_ms: int
+    kind: str = "NowPlaying"
+
+
 REPLY_TYPES = (Ok, AuthOk, Subscribed, Sent, HistoryPage, Error)
 EPHEMERAL_TYPES = (Typing, Presence)
 
@@ -536,6 +557,8 @@ def decode_server_frame(data: bytes):
         frame = Removed(reader.i64(), reader.u8())
         if frame.reason not in REMOVED_REASONS:
             raise MalformedFrame(f"Removed with unknown reason {frame.reason}")
+    elif opcode == OP_NOW_PLAYING:
+        frame = NowPlaying(reader.string(), reader.string(), reader.i64())
     else:
         raise UnknownOpcode(f"unknown server opcode 0x{opcode:02x}")
     reader.finish()
@@ -754,6 +777,12 @@ class ChatClient:
     ) -> HistoryPage:
         return await self.command(encode_history, room_id, before_seq, after_seq, limit)
 
+    async def watch_stream(self, stream: str) -> Ok:
+        return await self.command(encode_watch_stream, stream)
+
+    async def unwatch_stream(self, stream: str) -> Ok:
+        return await self.command(encode_unwatch_stream, stream)
+
     def _check_body(self, body: str) -> None:
         size = len(body.encode("utf-8"))
         if size == 0:
@@ -800,6 +829,9 @@ WORKED_EXAMPLES = {
     "client SetPresence": "09 00000005 03",
     "server Presence": "95 000000000000002a 0000000000000007 02",
     "server Error": "8f 00000008 0007 000005dc 0009 736c6f7720646f776e",
+    "client WatchStream": "0c 00000009 0005 726164696f",
+    "server NowPlaying": "98 0005 726164696f 000d 417274697374202d20536f6e67 0000019b76db9260",
+    "client UnwatchStream": "0d 0000000a 0005 726164696f",
 }
 
 
@@ -812,6 +844,7 @@ def check_worked_examples() -> None:
         "server Subscribed": 25, "client Send": 46, "server Message": 66, "server Sent": 21,
         "client History": 31, "server HistoryPage": 86, "client React": 28, "server Ok": 5,
         "client SetPresence": 6, "server Presence": 18, "server Error": 22,
+        "client WatchStream": 12, "server NowPlaying": 31, "client UnwatchStream": 12,
     }
     for name, length in lengths.items():
         expect(len(hexes[name]) == length, f"{name}: {len(hexes[name])} bytes, document says {length}")
@@ -822,6 +855,8 @@ def check_worked_examples() -> None:
         "client History": encode_history(4, 42, before_seq=1042, after_seq=-1, limit=1),
         "client React": encode_react(6, 42, 1041, True, "\N{THUMBS UP SIGN}"),
         "client SetPresence": encode_set_presence(5, 3),
+        "client WatchStream": encode_watch_stream(9, "radio"),
+        "client UnwatchStream": encode_unwatch_stream(10, "radio"),
     }
     for name, data in encoded.items():
         expect(data == hexes[name], f"{name}: encoded {data.hex()} != {hexes[name].hex()}")
@@ -838,6 +873,7 @@ def check_worked_examples() -> None:
         "server Ok": Ok(6),
         "server Presence": Presence(42, 7, 2),
         "server Error": Error(8, 7, 1500, "slow down"),
+        "server NowPlaying": NowPlaying("radio", "Artist - Song", 1767225660000),
     }
     for name, value in decoded.items():
         got = decode_server_frame(hexes[name])

@@ -118,6 +118,20 @@ pub enum ClientFrame {
         /// At most this many messages.
         limit: u16,
     },
+    /// 0x0C: receive the stream's now-playing titles (`NowPlaying` events).
+    WatchStream {
+        /// Echoed in the reply.
+        request_id: u32,
+        /// The live stream's name (`^[a-z0-9][a-z0-9_-]{0,63}$`).
+        stream: String,
+    },
+    /// 0x0D: stop receiving the stream's now-playing titles.
+    UnwatchStream {
+        /// Echoed in the reply.
+        request_id: u32,
+        /// The live stream's name.
+        stream: String,
+    },
 }
 
 impl ClientFrame {
@@ -135,6 +149,8 @@ impl ClientFrame {
             ClientFrame::SetPresence { .. } => opcode::SET_PRESENCE,
             ClientFrame::ReadMarker { .. } => opcode::READ_MARKER,
             ClientFrame::History { .. } => opcode::HISTORY,
+            ClientFrame::WatchStream { .. } => opcode::WATCH_STREAM,
+            ClientFrame::UnwatchStream { .. } => opcode::UNWATCH_STREAM,
         }
     }
 
@@ -152,6 +168,8 @@ impl ClientFrame {
             ClientFrame::SetPresence { .. } => "set_presence",
             ClientFrame::ReadMarker { .. } => "read_marker",
             ClientFrame::History { .. } => "history",
+            ClientFrame::WatchStream { .. } => "watch_stream",
+            ClientFrame::UnwatchStream { .. } => "unwatch_stream",
         }
     }
 
@@ -168,7 +186,9 @@ impl ClientFrame {
             | ClientFrame::Typing { request_id, .. }
             | ClientFrame::SetPresence { request_id, .. }
             | ClientFrame::ReadMarker { request_id, .. }
-            | ClientFrame::History { request_id, .. } => *request_id,
+            | ClientFrame::History { request_id, .. }
+            | ClientFrame::WatchStream { request_id, .. }
+            | ClientFrame::UnwatchStream { request_id, .. } => *request_id,
         }
     }
 
@@ -178,12 +198,16 @@ impl ClientFrame {
     ///
     /// If a `string` is over 65 535 bytes or a list over 65 535 items: the
     /// wire cannot express them, and the caller enforces the far smaller
-    /// protocol limits (`TOKEN_BYTES_MAX`, `NONCE_BYTES_MAX`, ...) first.
+    /// protocol limits (`TOKEN_BYTES_MAX`, `NONCE_BYTES_MAX`,
+    /// `STREAM_NAME_BYTES_MAX`, ...) first.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_u8(self.opcode());
         out.put_u32(self.request_id());
         match self {
             ClientFrame::Auth { token, .. } => put_string(out, token),
+            ClientFrame::WatchStream { stream, .. } | ClientFrame::UnwatchStream { stream, .. } => {
+                put_string(out, stream);
+            }
             ClientFrame::Subscribe {
                 room_id, since_seq, ..
             } => {
@@ -292,7 +316,7 @@ fn decode_fields(
 ) -> Result<Option<ClientFrame>, Detail> {
     // Checked before reading anything, so that an unknown opcode is reported
     // as such even when the frame is too short for a request id.
-    if !(opcode::AUTH..=opcode::HISTORY).contains(&frame_opcode) {
+    if !(opcode::AUTH..=opcode::UNWATCH_STREAM).contains(&frame_opcode) {
         return Ok(None);
     }
     let request_id = reader.u32()?;
@@ -355,6 +379,14 @@ fn decode_fields(
             before_seq: reader.i64()?,
             after_seq: reader.i64()?,
             limit: reader.u16()?,
+        },
+        opcode::WATCH_STREAM => ClientFrame::WatchStream {
+            request_id,
+            stream: reader.string()?,
+        },
+        opcode::UNWATCH_STREAM => ClientFrame::UnwatchStream {
+            request_id,
+            stream: reader.string()?,
         },
         _ => return Ok(None),
     };

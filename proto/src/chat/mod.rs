@@ -5,7 +5,7 @@
 //! (its worked examples are checked against this code by
 //! `tests/protocol_document.rs`).
 //!
-//! - [`ClientFrame`]: the commands a client sends (opcodes 0x01–0x0B), each
+//! - [`ClientFrame`]: the commands a client sends (opcodes 0x01–0x0D), each
 //!   with a `request_id` the server echoes.
 //! - [`ServerFrame`]: replies (0x80–0x8F, echoing the request id) and events
 //!   (0x90 on, without one).
@@ -59,3 +59,10 @@ pub const MENTIONS_MAX: usize = 50;
 
 /// Largest `History` limit.
 pub const HISTORY_LIMIT_MAX: u16 = 1000;
+
+/// Longest live stream name in `WatchStream` and `UnwatchStream`, in bytes
+/// (names match `^[a-z0-9][a-z0-9_-]{0,63}$`, the control plane's rule).
+pub const STREAM_NAME_BYTES_MAX: usize = 64;
+
+/// Most live streams one connection watches at once (`WatchStream`).
+pub const WATCHED_STREAMS_MAX: usize = 16;

@@ -24,6 +24,10 @@ pub const SET_PRESENCE: u8 = 0x09;
 pub const READ_MARKER: u8 = 0x0A;
 /// Client: fetch a page of stored messages.
 pub const HISTORY: u8 = 0x0B;
+/// Client: receive a live stream's now-playing titles.
+pub const WATCH_STREAM: u8 = 0x0C;
+/// Client: stop receiving a live stream's now-playing titles.
+pub const UNWATCH_STREAM: u8 = 0x0D;
 
 /// Server reply: generic success.
 pub const OK: u8 = 0x80;
@@ -54,6 +58,8 @@ pub const PRESENCE: u8 = 0x95;
 pub const MENTION: u8 = 0x96;
 /// Server event: the server ended a subscription.
 pub const REMOVED: u8 = 0x97;
+/// Server event: a watched live stream's now-playing title.
+pub const NOW_PLAYING: u8 = 0x98;
 
 /// The first opcode of the event range: frames from it on carry no request id.
 pub const FIRST_EVENT: u8 = 0x90;

@@ -302,6 +302,16 @@ pub enum ServerFrame {
         /// Why.
         reason: RemovedReason,
     },
+    /// 0x98: a watched live stream's now-playing title changed (sent only to
+    /// connections that sent `WatchStream` for it).
+    NowPlaying {
+        /// The live stream's name.
+        stream: String,
+        /// The title now playing; empty when the broadcaster cleared it.
+        title: String,
+        /// When the title was set, Unix ms.
+        updated_at_ms: i64,
+    },
 }
 
 impl ServerFrame {
@@ -322,6 +332,7 @@ impl ServerFrame {
             ServerFrame::Presence { .. } => opcode::PRESENCE,
             ServerFrame::Mention { .. } => opcode::MENTION,
             ServerFrame::Removed { .. } => opcode::REMOVED,
+            ServerFrame::NowPlaying { .. } => opcode::NOW_PLAYING,
         }
     }
 
@@ -342,6 +353,7 @@ impl ServerFrame {
             ServerFrame::Presence { .. } => "presence",
             ServerFrame::Mention { .. } => "mention",
             ServerFrame::Removed { .. } => "removed",
+            ServerFrame::NowPlaying { .. } => "now_playing",
         }
     }
 
@@ -493,6 +505,15 @@ impl ServerFrame {
                 out.put_i64(*room_id);
                 out.put_u8(u8::from(*reason));
             }
+            ServerFrame::NowPlaying {
+                stream,
+                title,
+                updated_at_ms,
+            } => {
+                put_string(out, stream);
+                put_string(out, title);
+                out.put_i64(*updated_at_ms);
+            }
             // Replies carry a request id; `Message` is encoded by its event.
             _ => {}
         }
@@ -633,6 +654,11 @@ fn decode_event(
         opcode::REMOVED => ServerFrame::Removed {
             room_id: reader.i64()?,
             reason: RemovedReason::from_u8(reader.u8()?).ok_or("unknown removed reason")?,
+        },
+        opcode::NOW_PLAYING => ServerFrame::NowPlaying {
+            stream: reader.string()?,
+            title: reader.string()?,
+            updated_at_ms: reader.i64()?,
         },
         _ => return Ok(None),
     };

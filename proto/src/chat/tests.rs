@@ -117,19 +117,19 @@ fn trailing_bytes_are_malformed() {
 
 #[test]
 fn unknown_opcodes_are_their_own_error_and_keep_the_request_id() {
-    for unknown in [0x00, 0x0C, 0x7F, 0x80, 0x90, 0xFF] {
+    for unknown in [0x00, 0x0E, 0x7F, 0x80, 0x90, 0xFF] {
         let error = ClientFrame::decode(&[unknown, 0, 0, 1, 0]).expect_err("unknown");
         assert_eq!(
             (error.request_id, error.code),
             (256, ErrorCode::UnknownOpcode)
         );
     }
-    let error = ClientFrame::decode(&[0x0C]).expect_err("unknown and short");
+    let error = ClientFrame::decode(&[0x0E]).expect_err("unknown and short");
     assert_eq!(
         (error.request_id, error.code),
         (0, ErrorCode::UnknownOpcode)
     );
-    for unknown in [0x00, 0x01, 0x85, 0x8E, 0x98, 0xFF] {
+    for unknown in [0x00, 0x01, 0x85, 0x8E, 0x99, 0xFF] {
         let error = ServerFrame::decode(&[unknown, 0, 0, 0, 9]).expect_err("unknown");
         assert_eq!(
             error.code,
@@ -139,6 +139,102 @@ fn unknown_opcodes_are_their_own_error_and_keep_the_request_id() {
         let expected_request_id = if unknown < opcode::FIRST_EVENT { 9 } else { 0 };
         assert_eq!(error.request_id, expected_request_id);
     }
+}
+
+fn sample_watch_stream() -> ClientFrame {
+    ClientFrame::WatchStream {
+        request_id: 11,
+        stream: "radio".into(),
+    }
+}
+
+fn sample_now_playing() -> ServerFrame {
+    ServerFrame::NowPlaying {
+        stream: "radio".into(),
+        title: "Artist – Song".into(),
+        updated_at_ms: 1_767_225_600_000,
+    }
+}
+
+#[test]
+fn watch_and_unwatch_stream_carry_the_request_id_then_the_stream_name() {
+    let mut expected = vec![0x0C, 0, 0, 0, 11, 0, 5];
+    expected.extend_from_slice(b"radio");
+    assert_eq!(&sample_watch_stream().to_bytes()[..], &expected[..]);
+    let unwatch = ClientFrame::UnwatchStream {
+        request_id: 12,
+        stream: "radio".into(),
+    };
+    expected[0] = 0x0D;
+    expected[4] = 12;
+    assert_eq!(&unwatch.to_bytes()[..], &expected[..]);
+    assert_eq!(unwatch.name(), "unwatch_stream");
+    assert_eq!(unwatch.request_id(), 12);
+    check_client_round_trip(&sample_watch_stream());
+    check_client_round_trip(&unwatch);
+}
+
+#[test]
+fn now_playing_is_an_event_of_stream_title_and_time() {
+    let frame = sample_now_playing();
+    let title = "Artist – Song".as_bytes();
+    let mut expected = vec![0x98, 0, 5];
+    expected.extend_from_slice(b"radio");
+    expected.extend_from_slice(&(title.len() as u16).to_be_bytes());
+    expected.extend_from_slice(title);
+    expected.extend_from_slice(&1_767_225_600_000_i64.to_be_bytes());
+    assert_eq!(&frame.to_bytes()[..], &expected[..]);
+    assert_eq!(frame.request_id(), None);
+    assert_eq!(frame.name(), "now_playing");
+    check_server_round_trip(&frame);
+    check_server_round_trip(&ServerFrame::NowPlaying {
+        stream: "a".into(),
+        title: String::new(),
+        updated_at_ms: -1,
+    });
+}
+
+#[test]
+fn every_truncation_of_watch_stream_and_now_playing_is_malformed() {
+    let bytes = sample_watch_stream().to_bytes();
+    for length in 0..bytes.len() {
+        let error = ClientFrame::decode(&bytes[..length]).expect_err("truncated");
+        assert_eq!(error.code, ErrorCode::Malformed, "length {length}");
+        let expected_request_id = if length >= 5 { 11 } else { 0 };
+        assert_eq!(error.request_id, expected_request_id, "length {length}");
+    }
+    let bytes = sample_now_playing().to_bytes();
+    for length in 0..bytes.len() {
+        let error = ServerFrame::decode(&bytes[..length]).expect_err("truncated");
+        assert_eq!(
+            (error.request_id, error.code),
+            (0, ErrorCode::Malformed),
+            "length {length}"
+        );
+    }
+    let mut padded = sample_now_playing().to_bytes().to_vec();
+    padded.push(0);
+    let error = ServerFrame::decode(&padded).expect_err("trailing byte");
+    assert_eq!(error.code, ErrorCode::Malformed);
+}
+
+#[test]
+fn invalid_utf8_in_a_stream_name_or_title_is_malformed() {
+    for opcode in [opcode::WATCH_STREAM, opcode::UNWATCH_STREAM] {
+        let watch = [opcode, 0, 0, 0, 13, 0, 2, 0xC3, 0x28];
+        let error = ClientFrame::decode(&watch).expect_err("bad UTF-8 stream");
+        assert_eq!((error.request_id, error.code), (13, ErrorCode::Malformed));
+    }
+    let mut bad_stream = vec![0x98, 0, 1, 0xFF, 0, 0];
+    bad_stream.extend_from_slice(&[0; 8]);
+    let error = ServerFrame::decode(&bad_stream).expect_err("bad UTF-8 stream");
+    assert_eq!(error.code, ErrorCode::Malformed);
+    let mut bad_title = vec![0x98, 0, 1, b'r', 0, 3, 0xE2, 0x80, 0x41];
+    bad_title.extend_from_slice(&[0; 8]);
+    let error = ServerFrame::decode(&bad_title).expect_err("bad UTF-8 title");
+    assert_eq!(error.code, ErrorCode::Malformed);
+    bad_title[8] = 0x93;
+    assert!(ServerFrame::decode(&bad_title).is_ok(), "U+2013 is valid");
 }
 
 #[test]
@@ -378,6 +474,10 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                     limit,
                 }
             }),
+        (request_id, string_strategy())
+            .prop_map(|(request_id, stream)| ClientFrame::WatchStream { request_id, stream }),
+        (request_id, string_strategy())
+            .prop_map(|(request_id, stream)| ClientFrame::UnwatchStream { request_id, stream }),
     ]
 }
 
@@ -524,6 +624,13 @@ fn server_event() -> impl Strategy<Value = ServerFrame> {
         }),
         (any::<i64>(), removed_reason())
             .prop_map(|(room_id, reason)| ServerFrame::Removed { room_id, reason }),
+        (string_strategy(), string_strategy(), any::<i64>()).prop_map(
+            |(stream, title, updated_at_ms)| ServerFrame::NowPlaying {
+                stream,
+                title,
+                updated_at_ms,
+            }
+        ),
     ]
 }
 
