@@ -11,6 +11,7 @@ use veza_bench::scenario::chat_fanout::cli::ChatFanoutArgs;
 use veza_bench::scenario::connect_storm::cli::ConnectStormArgs;
 use veza_bench::scenario::control_persist::cli::{run_from_cli, ControlPersistArgs};
 use veza_bench::scenario::idle_connections::cli::IdleConnectionsArgs;
+use veza_bench::scenario::live_listeners::cli::LiveListenersArgs;
 use veza_bench::scenario::ws_echo::{self, EchoServer, LoadMode, WsEchoOptions};
 
 #[global_allocator]
@@ -35,6 +36,12 @@ enum Scenario {
     IdleConnections(IdleConnectionsArgs),
     /// Connections (handshake + auth) per second, opened as fast as possible.
     ConnectStorm(ConnectStormArgs),
+    /// Listeners of one Ogg Opus live stream: Veza against icecast2.
+    LiveListeners(LiveListenersArgs),
+    /// Internal: one listener process of live-listeners (reads its job on
+    /// stdin).
+    #[command(hide = true, name = "live-listener-process")]
+    LiveListenerProcess,
     /// Internal: one client process of idle-connections or connect-storm
     /// (reads its job on stdin).
     #[command(hide = true, name = "client-process")]
@@ -113,6 +120,12 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::ConnectStorm(args) => {
             veza_bench::scenario::connect_storm::cli::run_from_cli(args)
+        }
+        Scenario::LiveListeners(args) => {
+            veza_bench::scenario::live_listeners::cli::run_from_cli(args)
+        }
+        Scenario::LiveListenerProcess => {
+            Ok(veza_bench::scenario::live_listeners::listener_process::run_from_stdin()?)
         }
         Scenario::ClientProcess => Ok(veza_bench::client_process::worker::run_from_stdin()?),
     }

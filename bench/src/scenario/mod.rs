@@ -11,6 +11,9 @@
 //!   connection, Veza against nats-server.
 //! - [`connect_storm`]: connections (handshake + auth) per second and their
 //!   latency.
+//! - [`live_listeners`]: listeners of one Ogg Opus live stream ramped in,
+//!   Veza against icecast2: time to first byte and audio, stalls, CPU and
+//!   memory per listener.
 //! - [`connection_fleet`]: what the last two share (client processes,
 //!   users, rooms).
 
@@ -19,4 +22,5 @@ pub mod connect_storm;
 pub mod connection_fleet;
 pub mod control_persist;
 pub mod idle_connections;
+pub mod live_listeners;
 pub mod ws_echo;
