@@ -156,6 +156,10 @@ fn start_source(shard: &Rc<Shard>, start: SourceStart) -> Result<Arc<StreamStats
         stream.generation += 1;
         apply_ice(&stream.stats, &start);
         mark_source_connected(&stream.stats);
+        stream
+            .stats
+            .source_connections
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(stream = %stream.name, "live source returned");
         return Ok(stream.stats.clone());
     }

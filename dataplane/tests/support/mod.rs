@@ -22,6 +22,7 @@
 pub mod chat;
 pub mod control_plane;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod python;
 pub mod raw_websocket;
