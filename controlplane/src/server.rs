@@ -18,6 +18,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     )
     .await?;
     tracing::info!(backend = ?db.backend(), "database ready");
+    crate::live_streams::recorder::interrupt_stale(&db, config.live.recording_stale_ms).await?;
     let config = Arc::new(config);
     let auth = Arc::new(crate::accounts::AuthState::load(&config, &db).await?);
     Ok(AppState {

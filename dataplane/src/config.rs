@@ -97,6 +97,13 @@ pub struct LiveConfig {
     /// shard serves I/O (new listeners, sources), so a page for thousands of
     /// listeners does not stall it.
     pub fanout_batch_max: usize,
+    /// A recorded broadcast goes to the control plane in chunks of about
+    /// this many bytes (whole pages).
+    pub recording_chunk_bytes: usize,
+    /// Recording bytes an owner shard holds per stream while the control
+    /// plane is slow or away; past it the recording is abandoned (the
+    /// broadcast goes on).
+    pub recording_buffer_bytes_max: usize,
 }
 
 impl Default for LiveConfig {
@@ -115,13 +122,23 @@ impl Default for LiveConfig {
             default_bitrate_kbps: 96,
             streams_per_shard_max: 256,
             fanout_batch_max: 512,
+            recording_chunk_bytes: 65_536,
+            recording_buffer_bytes_max: 16_777_216,
         }
     }
 }
 
 impl LiveConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 9] = [
+        let positive: [(&str, u64); 11] = [
+            (
+                "live.recording_chunk_bytes",
+                self.recording_chunk_bytes as u64,
+            ),
+            (
+                "live.recording_buffer_bytes_max",
+                self.recording_buffer_bytes_max as u64,
+            ),
             ("live.fanout_batch_max", self.fanout_batch_max as u64),
             ("live.burst_bytes", self.burst_bytes as u64),
             ("live.page_duration_ms", self.page_duration_ms as u64),
@@ -142,6 +159,18 @@ impl LiveConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.recording_buffer_bytes_max < 2 * self.recording_chunk_bytes {
+            return Err(invalid(
+                "live.recording_buffer_bytes_max",
+                "must be at least twice live.recording_chunk_bytes",
+            ));
+        }
+        if self.recording_chunk_bytes > 8 * 1024 * 1024 {
+            return Err(invalid(
+                "live.recording_chunk_bytes",
+                "must be at most 8388608 (it travels in one control frame)",
+            ));
         }
         if self.recent_pages_bytes_max < self.burst_bytes {
             return Err(invalid(

@@ -446,6 +446,29 @@ impl ControlClient {
         }
     }
 
+    /// Appends a chunk of a broadcast's recording; resolves once the control
+    /// plane wrote it (and, for the last one, made the recording durable).
+    pub async fn append_recording(
+        &self,
+        stream_id: i64,
+        recording_id: i64,
+        chunk_idx: u32,
+        data: Vec<u8>,
+        last: bool,
+    ) -> Result<u64, ControlError> {
+        let body = RequestBody::AppendRecording {
+            stream_id,
+            recording_id,
+            chunk_idx,
+            data,
+            last,
+        };
+        match self.request(body).await? {
+            ResponseBody::RecordingStored { bytes_total } => Ok(bytes_total),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
     /// Verifies an access token on the shard: signature with the pushed
     /// keys (a retired key only until its `valid_until_ms`), expiry, then the
     /// pushed revocations. No round trip.

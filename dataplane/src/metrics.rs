@@ -60,11 +60,13 @@ pub enum LimitKind {
     LiveSourceIdle,
     /// `live.streams_per_shard_max`.
     LiveStreamsPerShard,
+    /// `live.recording_buffer_bytes_max`: a recording was abandoned.
+    LiveRecordingBuffer,
 }
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 23] = [
+    pub const ALL: [LimitKind; 24] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -88,6 +90,7 @@ impl LimitKind {
         LimitKind::LiveListenerQueue,
         LimitKind::LiveSourceIdle,
         LimitKind::LiveStreamsPerShard,
+        LimitKind::LiveRecordingBuffer,
     ];
 
     /// The `limit` label value.
@@ -116,6 +119,7 @@ impl LimitKind {
             LimitKind::LiveListenerQueue => "live_listener_queue",
             LimitKind::LiveSourceIdle => "live_source_idle",
             LimitKind::LiveStreamsPerShard => "live_streams_per_shard",
+            LimitKind::LiveRecordingBuffer => "live_recording_buffer",
         }
     }
 

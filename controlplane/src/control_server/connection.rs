@@ -419,6 +419,15 @@ async fn answer(context: &ServerContext, body: RequestBody) -> ResponseResult {
         } => operations::authorize_live_source(state, &stream_name, credential)
             .await
             .map(ResponseBody::LiveSource),
+        RequestBody::AppendRecording {
+            stream_id,
+            recording_id,
+            chunk_idx,
+            data,
+            last,
+        } => operations::append_recording(state, stream_id, recording_id, chunk_idx, data, last)
+            .await
+            .map(|bytes_total| ResponseBody::RecordingStored { bytes_total }),
         RequestBody::PersistBatch { .. } => unreachable!("batches go to the persist worker"),
     };
     match outcome {

@@ -15,6 +15,7 @@ use veza_proto::control::{
     Revocation, Role, RoomRights, RuntimeSettings, SettingValue, SigningKey, StoredMessage,
 };
 
+use crate::live_streams::recorder;
 use crate::live_streams::source::{self, SourceCredential, SourceRefusal};
 use crate::rooms;
 use crate::state::AppState;
@@ -318,6 +319,29 @@ pub async fn authorize_live_source(
         recording_enabled: grant.recording_enabled,
         dsp_config_json: grant.dsp_config_json,
     })
+}
+
+/// Appends a chunk to a broadcast's recording (and completes it with
+/// `last`); returns the recording's bytes so far.
+pub async fn append_recording(
+    state: &AppState,
+    stream_id: i64,
+    recording_id: i64,
+    chunk_idx: u32,
+    data: Vec<u8>,
+    last: bool,
+) -> Result<u64, RequestError> {
+    recorder::append(
+        state,
+        recorder::Chunk {
+            stream_id,
+            recording_id,
+            chunk_idx,
+            data,
+            last,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

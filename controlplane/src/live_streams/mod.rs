@@ -10,6 +10,11 @@
 //! - [`source`]: [`source::authorize`], the control protocol's
 //!   `AuthorizeLiveSource` (a stream key, or a user the data plane already
 //!   verified, who must own the stream).
+//! - [`recorder`]: the control protocol's `AppendRecording` (a broadcast's
+//!   highest rendition written to `{data_dir}/recordings/`), and the
+//!   interruption of stale recordings at start.
+//! - `recordings`: the REST routes listing a stream's recordings and
+//!   serving a completed one's audio.
 //!
 //! Architecture Invariant: a stream key is never stored or logged; only its
 //! SHA-256 is kept, so a database dump or a log gives no working key. A
@@ -23,6 +28,8 @@ use veza_codec::config_layers;
 use crate::config::ConfigError;
 use crate::state::AppState;
 
+pub mod recorder;
+mod recordings;
 pub mod source;
 mod stream;
 pub mod stream_key;
@@ -64,6 +71,14 @@ pub struct LiveConfig {
     pub page_items_default: i64,
     /// Most streams in a page.
     pub page_items_max: i64,
+    /// Largest recording of one broadcast, in bytes; a chunk that would pass
+    /// it is refused (`BadRequest`) and the recording is marked
+    /// `interrupted` (what was written so far stays).
+    pub recording_bytes_max: u64,
+    /// At start, recordings still `recording` whose last chunk is older than
+    /// this are marked `interrupted`: their broadcast ended while the control
+    /// plane was away, so no last chunk will come.
+    pub recording_stale_ms: i64,
 }
 
 impl Default for LiveConfig {
@@ -76,6 +91,8 @@ impl Default for LiveConfig {
             dsp_config_bytes_max: 4096,
             page_items_default: 50,
             page_items_max: 100,
+            recording_bytes_max: 4 * 1024 * 1024 * 1024,
+            recording_stale_ms: 3_600_000,
         }
     }
 }
@@ -83,7 +100,7 @@ impl Default for LiveConfig {
 impl LiveConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, i64, i64, i64); 7] = [
+        let checks: [(&str, i64, i64, i64); 9] = [
             (
                 "live.streams_per_user_max",
                 self.streams_per_user_max,
@@ -113,6 +130,20 @@ impl LiveConfig {
                 1,
                 self.page_items_max,
             ),
+            (
+                "live.recording_bytes_max",
+                i64::try_from(self.recording_bytes_max).unwrap_or(i64::MAX),
+                1024,
+                1 << 50,
+            ),
+            // At least a minute, so that a restart never interrupts a
+            // broadcast that is merely between two chunks.
+            (
+                "live.recording_stale_ms",
+                self.recording_stale_ms,
+                60_000,
+                30 * 24 * 3_600_000,
+            ),
         ];
         for (key, value, low, high) in checks {
             if value < low || value > high {
@@ -127,9 +158,9 @@ impl LiveConfig {
     }
 }
 
-/// The live stream routes.
+/// The live stream routes, recordings included.
 pub fn router() -> OpenApiRouter<AppState> {
-    stream::router()
+    stream::router().merge(recordings::router())
 }
 
 #[cfg(test)]

@@ -62,10 +62,10 @@ pub struct StreamView {
 }
 
 #[derive(sqlx::FromRow)]
-struct StreamRow {
-    id: i64,
+pub(super) struct StreamRow {
+    pub(super) id: i64,
     name: String,
-    owner_user_id: i64,
+    pub(super) owner_user_id: i64,
     title: String,
     description: String,
     genre: String,
@@ -222,7 +222,11 @@ fn check_dsp(config: &LiveConfig, dsp: &JsonMap) -> Result<String, ApiError> {
 }
 
 /// The stream `name` if `viewer_id` may see it; otherwise 404.
-async fn load_visible(state: &AppState, name: &str, viewer_id: i64) -> Result<StreamRow, ApiError> {
+pub(super) async fn load_visible(
+    state: &AppState,
+    name: &str,
+    viewer_id: i64,
+) -> Result<StreamRow, ApiError> {
     let not_found = || ApiError::not_found("no such stream");
     if !is_valid_stream_name(name) {
         return Err(not_found());
@@ -621,5 +625,7 @@ async fn delete_stream(
         return Err(ApiError::not_found("no such stream (it was deleted)"));
     }
     tracing::info!(stream_id = stream.id, name = %stream.name, "live stream deleted");
+    // Its recordings' rows went with it (ON DELETE CASCADE); their files go now.
+    super::recorder::remove_stream_files(&state.config.data_dir(), stream.id).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,6 +24,7 @@
 
 pub mod listener;
 pub mod now_playing;
+pub mod recording;
 pub mod source;
 pub mod status;
 pub mod stream;

@@ -58,6 +58,8 @@ struct Rendition {
     recent_bytes: usize,
     /// Shards with listeners of this rendition.
     listener_shards: Vec<u16>,
+    /// Set on the highest rendition of a recorded broadcast.
+    recorder: Option<super::recording::SharedRecorder>,
 }
 
 impl Rendition {
@@ -69,6 +71,7 @@ impl Rendition {
             recent: VecDeque::new(),
             recent_bytes: 0,
             listener_shards: Vec::new(),
+            recorder: None,
         }
     }
 }
@@ -213,6 +216,19 @@ fn start_source(shard: &Rc<Shard>, start: SourceStart) -> Result<Arc<StreamStats
             rendition.header_pages = pager.header_pages();
             rendition.pager = Some(pager);
         }
+    }
+    if start.grant.recording_enabled && shard.control.is_configured() {
+        let highest = bitrates
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, &bitrate)| bitrate)
+            .map_or(0, |(index, _)| index);
+        stream.renditions[highest].recorder = Some(super::recording::Recorder::start(
+            shard,
+            &start.stream,
+            start.grant.stream_id,
+            stats.started_at_ms,
+        ));
     }
     stream
         .stats
@@ -523,6 +539,11 @@ fn emit_page(
         rendition.recent_bytes -= oldest.len();
     }
     stats.pages.fetch_add(1, Ordering::Relaxed);
+    if let Some(recorder) = &rendition.recorder {
+        recorder
+            .borrow_mut()
+            .add_page(shard, &rendition.header_pages, &page);
+    }
     for &listener_shard in &rendition.listener_shards {
         send(
             shard,
@@ -634,6 +655,9 @@ fn end_stream(shard: &Rc<Shard>, stream: &Rc<RefCell<OwnedStream>>) {
             }
             let last = pager.finish();
             emit_page(shard, &name, &stats, index, rendition, last);
+        }
+        if let Some(recorder) = rendition.recorder.take() {
+            recorder.borrow_mut().finish();
         }
         listener_shards.extend(&rendition.listener_shards);
     }

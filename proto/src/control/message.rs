@@ -90,6 +90,25 @@ pub enum RequestBody {
         /// What the source presented.
         credential: LiveCredential,
     },
+    /// Append `data` (whole Ogg pages of a broadcast's highest rendition) to
+    /// the recording `recording_id` of stream `stream_id`. Chunks of one
+    /// recording are sent one at a time, in order; `chunk_idx` starts at 0
+    /// and a repeated index (a retry after a timeout) is answered without
+    /// appending twice. With `last` the recording is made durable (fsync,
+    /// rename) and listed. Answered with [`ResponseBody::RecordingStored`].
+    AppendRecording {
+        /// The stream.
+        stream_id: i64,
+        /// Chosen by the data plane, unique per stream (the broadcast's
+        /// start time in Unix ms).
+        recording_id: i64,
+        /// 0, 1, 2, … within the recording.
+        chunk_idx: u32,
+        /// Whole Ogg pages.
+        data: Vec<u8>,
+        /// The broadcast ended: this is the last chunk.
+        last: bool,
+    },
 }
 
 impl RequestBody {
@@ -103,6 +122,7 @@ impl RequestBody {
             RequestBody::FetchHistory { .. } => "fetch_history",
             RequestBody::FetchRevocations => "fetch_revocations",
             RequestBody::AuthorizeLiveSource { .. } => "authorize_live_source",
+            RequestBody::AppendRecording { .. } => "append_recording",
         }
     }
 }
@@ -168,6 +188,12 @@ pub enum ResponseBody {
     },
     /// To [`RequestBody::AuthorizeLiveSource`]: the source may broadcast.
     LiveSource(LiveSourceGrant),
+    /// To [`RequestBody::AppendRecording`]: the chunk is written (and, for
+    /// the last one, the recording is durable and listed).
+    RecordingStored {
+        /// Bytes of the recording so far.
+        bytes_total: u64,
+    },
 }
 
 /// Why a request failed.
