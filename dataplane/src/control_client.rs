@@ -683,7 +683,8 @@ impl ControlClient {
             }
             Push::MembershipChanged { .. }
             | Push::ModerationChanged { .. }
-            | Push::RoomChanged { .. } => {}
+            | Push::RoomChanged { .. }
+            | Push::TrackChanged { .. } => {}
         }
         for handler in self.push_handlers.borrow().iter() {
             handler(&push);

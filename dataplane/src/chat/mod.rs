@@ -385,7 +385,9 @@ pub fn on_push(shard: &Rc<Shard>, push: &Push) {
             }
         }
         Push::Resync => room::forget_all_rights(shard),
-        Push::ConfigChanged { .. } | Push::SigningKeysChanged { .. } => {}
+        Push::ConfigChanged { .. }
+        | Push::SigningKeysChanged { .. }
+        | Push::TrackChanged { .. } => {}
     }
 }
 

@@ -301,3 +301,60 @@ pub struct LiveSourceGrant {
     /// empty: the defaults).
     pub dsp_config_json: String,
 }
+
+/// Who may hear a track.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackVisibility {
+    /// Anyone.
+    Public,
+    /// Anyone with the link (which carries the track's link secret).
+    Unlisted,
+    /// The owner (bearer token) or a signed URL.
+    Private,
+}
+
+/// One stored rendition of a track.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TrackRendition {
+    /// kb/s of the Opus ladder rung.
+    pub bitrate_kbps: u32,
+    /// The file, relative to the media directory both processes share
+    /// (`tracks/{track_id}/{bitrate}.opus`; never absolute, never `..`).
+    pub relative_path: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// A strong entity tag (quoted), stable for the file's content.
+    pub etag: String,
+    /// When it was written (Unix ms), for `Last-Modified`.
+    pub modified_at_ms: i64,
+}
+
+/// What the data plane needs to serve a ready track.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TrackMeta {
+    /// The track.
+    pub track_id: i64,
+    /// Its owner.
+    pub owner_user_id: i64,
+    /// Who may hear it.
+    pub visibility: TrackVisibility,
+    /// The secret an unlisted track's link carries (`?s=`); empty for
+    /// public and private tracks.
+    pub link_secret: String,
+    /// The renditions, ascending bitrate.
+    pub renditions: Vec<TrackRendition>,
+    /// The waveform JSON (BBC audiowaveform format), relative to the media
+    /// directory.
+    pub waveform_relative_path: String,
+    /// Duration in milliseconds.
+    pub duration_ms: i64,
+}
+
+/// Plays of one track.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TrackPlays {
+    /// The track.
+    pub track_id: i64,
+    /// Plays since the last report.
+    pub plays: u64,
+}

@@ -11,7 +11,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::domain::{
     LiveCredential, LiveSourceGrant, MessageChange, Revocation, RoomRights, RuntimeSettings,
-    SigningKey, StoredMessage,
+    SigningKey, StoredMessage, TrackMeta, TrackPlays,
 };
 
 /// The data plane's first frame.
@@ -109,6 +109,19 @@ pub enum RequestBody {
         /// The broadcast ended: this is the last chunk.
         last: bool,
     },
+    /// What the data plane needs to serve a track. Answered with
+    /// [`ResponseBody::Track`], or [`RequestErrorCode::NotFound`] when the
+    /// track does not exist or is not ready (queued, processing, failed).
+    LookupTrack {
+        /// The track.
+        track_id: i64,
+    },
+    /// Plays counted on a data plane since its last report. Answered with
+    /// [`ResponseBody::PlaysRecorded`] after the commit.
+    RecordPlays {
+        /// Per track.
+        plays: Vec<TrackPlays>,
+    },
 }
 
 impl RequestBody {
@@ -123,6 +136,8 @@ impl RequestBody {
             RequestBody::FetchRevocations => "fetch_revocations",
             RequestBody::AuthorizeLiveSource { .. } => "authorize_live_source",
             RequestBody::AppendRecording { .. } => "append_recording",
+            RequestBody::LookupTrack { .. } => "lookup_track",
+            RequestBody::RecordPlays { .. } => "record_plays",
         }
     }
 }
@@ -194,6 +209,10 @@ pub enum ResponseBody {
         /// Bytes of the recording so far.
         bytes_total: u64,
     },
+    /// To [`RequestBody::LookupTrack`].
+    Track(TrackMeta),
+    /// To [`RequestBody::RecordPlays`]: the counts are committed.
+    PlaysRecorded,
 }
 
 /// Why a request failed.
@@ -278,6 +297,12 @@ pub enum Push {
         /// The room.
         room_id: i64,
     },
+    /// A track changed (visibility, renditions, deleted): drop its cached
+    /// metadata.
+    TrackChanged {
+        /// The track.
+        track_id: i64,
+    },
     /// Pushes were lost (the receiver fell behind): fetch signing keys,
     /// config and revocations again, and drop cached rights.
     Resync,
@@ -293,6 +318,7 @@ impl Push {
             Push::MembershipChanged { .. } => "membership_changed",
             Push::ModerationChanged { .. } => "moderation_changed",
             Push::RoomChanged { .. } => "room_changed",
+            Push::TrackChanged { .. } => "track_changed",
             Push::Resync => "resync",
         }
     }

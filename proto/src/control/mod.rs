@@ -46,7 +46,8 @@ mod tests;
 
 pub use domain::{
     LiveCredential, LiveSourceGrant, MessageChange, NewMessage, ReactionCount, Revocation, Role,
-    RoomRights, RuntimeSettings, Setting, SettingValue, SigningKey, StoredMessage,
+    RoomRights, RuntimeSettings, Setting, SettingValue, SigningKey, StoredMessage, TrackMeta,
+    TrackPlays, TrackRendition, TrackVisibility,
 };
 pub use frame::{FrameDecoder, FrameEncoder, FrameError, FRAME_BYTES_MAX_DEFAULT};
 pub use message::{
@@ -56,7 +57,7 @@ pub use message::{
 
 /// The protocol version this build speaks. Bump it with any change to a
 /// frame's layout: rkyv archives carry no schema, so both ends must agree.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Decodes what a data plane sends (the control plane's side).
 pub type ClientFrameDecoder = FrameDecoder<ClientFrame>;
