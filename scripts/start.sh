@@ -36,6 +36,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-VEZA_CONTROL_ADDRESS="unix:$(realpath "$socket")" ./target/release/veza-dataplane "$@" &
+VEZA_CONTROL_ADDRESS="unix:$(realpath "$socket")" VEZA_TRACKS_MEDIA_DIR="$(realpath "$data_dir")/media" ./target/release/veza-dataplane "$@" &
 data_pid=$!
 wait "$data_pid"

@@ -25,7 +25,7 @@ pub struct ErrorResponse {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Veza control plane", version = "1", description = "Accounts, tokens, rooms, permissions, messages, live streams and configuration."),
+    info(title = "Veza control plane", version = "1", description = "Accounts, tokens, rooms, permissions, messages, live streams, tracks and configuration."),
     components(schemas(ErrorResponse)),
     modifiers(&BearerAuth)
 )]
@@ -49,20 +49,30 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole OpenAPI document and the router that implements it.
-pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The routers that implement the API and the whole OpenAPI document:
+/// the routes under `server.request_body_bytes_max`, and the routes that
+/// stream large bodies under their own limit (track uploads).
+pub fn router_and_document() -> (
+    Router<AppState>,
+    Router<AppState>,
+    utoipa::openapi::OpenApi,
+) {
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::ops::router())
         .merge(crate::accounts::router())
         .merge(crate::rooms::router())
         .merge(crate::live_streams::router())
+        .merge(crate::tracks::router())
         .merge(crate::control_server::router())
-        .split_for_parts()
+        .split_for_parts();
+    let (streaming_router, streaming_document) = crate::tracks::upload_router().split_for_parts();
+    document.merge(streaming_document);
+    (router, streaming_router, document)
 }
 
 /// The REST application.
 pub fn app(state: AppState) -> Router {
-    let (router, document) = router_and_document();
+    let (router, streaming_router, document) = router_and_document();
     let document = std::sync::Arc::new(document);
     let request_id = HeaderName::from_static("x-request-id");
     router
@@ -73,6 +83,11 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json((*document).clone()) }
             }),
         )
+        // Only the routes so far: uploads count their own bytes.
+        .layer(RequestBodyLimitLayer::new(
+            state.config.server.request_body_bytes_max,
+        ))
+        .merge(streaming_router.layer(axum::extract::DefaultBodyLimit::disable()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -84,9 +99,6 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count,
-        ))
-        .layer(RequestBodyLimitLayer::new(
-            state.config.server.request_body_bytes_max,
         ))
         // Outside the limit layer, so it sees (and reshapes) that layer's 413.
         .layer(axum::middleware::map_response(json_payload_too_large))

@@ -11,6 +11,7 @@ pub use crate::accounts::AuthConfig;
 pub use crate::control_server::ControlConfig;
 pub use crate::live_streams::LiveConfig;
 pub use crate::rooms::ChatConfig;
+pub use crate::tracks::TracksConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Live streams.
     pub live: LiveConfig,
+    /// Tracks: uploads, processing, signed URLs.
+    pub tracks: TracksConfig,
 }
 
 /// Log line format.
@@ -168,6 +171,7 @@ impl Config {
         self.chat.validate()?;
         self.control.validate()?;
         self.live.validate()?;
+        self.tracks.validate()?;
         Ok(())
     }
 

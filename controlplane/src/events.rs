@@ -42,6 +42,11 @@ pub enum ControlEvent {
         /// The room.
         room_id: i64,
     },
+    /// A track turned ready, changed (visibility, metadata) or was deleted.
+    TrackChanged {
+        /// The track.
+        track_id: i64,
+    },
 }
 
 /// Events buffered for a slow subscriber before it is told it lagged (and

@@ -21,3 +21,4 @@ pub mod ops;
 pub mod rooms;
 pub mod server;
 pub mod state;
+pub mod tracks;

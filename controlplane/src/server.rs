@@ -21,14 +21,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     crate::live_streams::recorder::interrupt_stale(&db, config.live.recording_stale_ms).await?;
     let config = Arc::new(config);
     let auth = Arc::new(crate::accounts::AuthState::load(&config, &db).await?);
-    Ok(AppState {
+    let state = AppState {
         config,
         db,
         events: EventHub::default(),
         auth,
         nodes: Arc::default(),
         metrics: Arc::default(),
-    })
+        tracks: crate::tracks::TrackJobs::new(config.tracks.job_queue_max),
+    };
+    crate::tracks::jobs::start(&state).await?;
+    Ok(state)
 }
 
 /// Serves REST and the control protocol until `shutdown` resolves.

@@ -22,4 +22,6 @@ pub struct AppState {
     pub nodes: Arc<crate::control_server::NodeRegistry>,
     /// REST counters.
     pub metrics: Arc<RestMetrics>,
+    /// Tracks waiting for a processing worker.
+    pub tracks: Arc<crate::tracks::TrackJobs>,
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Live audio: sources, re-paging, the Opus ladder, listeners.
     pub live: LiveConfig,
+    /// Stored tracks on demand: media directory, metadata cache, reads, plays.
+    pub tracks: crate::tracks::TracksConfig,
 }
 
 /// What happens to a listener whose send queue is full.
@@ -669,6 +671,7 @@ impl Config {
             return Err(invalid("server.log_level", &error.to_string()));
         }
         self.live.validate()?;
+        self.tracks.validate()?;
         self.control.validate()
     }
 }

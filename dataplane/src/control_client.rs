@@ -469,6 +469,41 @@ impl ControlClient {
         }
     }
 
+    /// What the data plane needs to serve track `track_id`; `Refused` with
+    /// `NotFound` when it does not exist or is not ready.
+    pub async fn lookup_track(
+        &self,
+        track_id: i64,
+    ) -> Result<veza_proto::control::TrackMeta, ControlError> {
+        match self.request(RequestBody::LookupTrack { track_id }).await? {
+            ResponseBody::Track(meta) => Ok(meta),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
+    /// Reports plays counted on this shard; resolves once they are committed.
+    pub async fn record_plays(
+        &self,
+        plays: Vec<veza_proto::control::TrackPlays>,
+    ) -> Result<(), ControlError> {
+        match self.request(RequestBody::RecordPlays { plays }).await? {
+            ResponseBody::PlaysRecorded => Ok(()),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
+    /// The public key `kid` of the control plane's signing keys, unless it
+    /// is unknown or retired; for signatures other than access tokens
+    /// (signed track URLs).
+    pub fn signing_key(&self, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        let state = self.state.borrow();
+        let (key, valid_until_ms) = state.signing_keys.get(kid)?;
+        match valid_until_ms {
+            Some(until_ms) if *until_ms < unix_now_ms() => None,
+            _ => Some(*key),
+        }
+    }
+
     /// Verifies an access token on the shard: signature with the pushed
     /// keys (a retired key only until its `valid_until_ms`), expiry, then the
     /// pushed revocations. No round trip.

@@ -62,11 +62,18 @@ pub enum LimitKind {
     LiveStreamsPerShard,
     /// `live.recording_buffer_bytes_max`: a recording was abandoned.
     LiveRecordingBuffer,
+    /// `tracks.meta_cache_entries_max`: a cached track was evicted.
+    TracksMetaCacheEntries,
+    /// `tracks.read_buffers_per_shard`: a download waited for a read buffer
+    /// (503 `tracks_busy` after `tracks.read_buffer_wait_ms_max`).
+    TracksReadBuffers,
+    /// `tracks.plays_tracks_max`: a play was dropped.
+    TracksPlaysTracks,
 }
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 24] = [
+    pub const ALL: [LimitKind; 27] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -91,6 +98,9 @@ impl LimitKind {
         LimitKind::LiveSourceIdle,
         LimitKind::LiveStreamsPerShard,
         LimitKind::LiveRecordingBuffer,
+        LimitKind::TracksMetaCacheEntries,
+        LimitKind::TracksReadBuffers,
+        LimitKind::TracksPlaysTracks,
     ];
 
     /// The `limit` label value.
@@ -120,6 +130,9 @@ impl LimitKind {
             LimitKind::LiveSourceIdle => "live_source_idle",
             LimitKind::LiveStreamsPerShard => "live_streams_per_shard",
             LimitKind::LiveRecordingBuffer => "live_recording_buffer",
+            LimitKind::TracksMetaCacheEntries => "tracks_meta_cache_entries",
+            LimitKind::TracksReadBuffers => "tracks_read_buffers",
+            LimitKind::TracksPlaysTracks => "tracks_plays_tracks",
         }
     }
 

@@ -44,6 +44,7 @@
 pub mod body;
 pub mod date;
 pub mod parse;
+pub mod range;
 pub mod request;
 pub mod response;
 

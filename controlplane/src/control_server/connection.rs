@@ -428,10 +428,12 @@ async fn answer(context: &ServerContext, body: RequestBody) -> ResponseResult {
         } => operations::append_recording(state, stream_id, recording_id, chunk_idx, data, last)
             .await
             .map(|bytes_total| ResponseBody::RecordingStored { bytes_total }),
-        RequestBody::LookupTrack { .. } | RequestBody::RecordPlays { .. } => Err(RequestError {
-            code: RequestErrorCode::Unavailable,
-            message: "tracks are not built yet".into(),
-        }),
+        RequestBody::LookupTrack { track_id } => operations::lookup_track(state, track_id)
+            .await
+            .map(ResponseBody::Track),
+        RequestBody::RecordPlays { plays } => operations::record_plays(state, &plays)
+            .await
+            .map(|()| ResponseBody::PlaysRecorded),
         RequestBody::PersistBatch { .. } => unreachable!("batches go to the persist worker"),
     };
     match outcome {

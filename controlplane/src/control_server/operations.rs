@@ -1,5 +1,5 @@
-//! The adapter between control requests and the accounts, rooms and live
-//! stream areas:
+//! The adapter between control requests and the accounts, rooms, live
+//! stream and track areas:
 //! each function calls one area function and converts between that area's
 //! types and their mirrors in `veza_proto::control`.
 //!
@@ -13,12 +13,14 @@ use std::sync::atomic::Ordering;
 use veza_proto::control::{
     LiveCredential, LiveSourceGrant, MessageChange, ReactionCount, RequestError, RequestErrorCode,
     Revocation, Role, RoomRights, RuntimeSettings, SettingValue, SigningKey, StoredMessage,
+    TrackMeta, TrackPlays,
 };
 
 use crate::live_streams::recorder;
 use crate::live_streams::source::{self, SourceCredential, SourceRefusal};
 use crate::rooms;
 use crate::state::AppState;
+use crate::tracks;
 
 fn storage_error(what: &str, error: sqlx::Error) -> RequestError {
     let code = match &error {
@@ -342,6 +344,36 @@ pub async fn append_recording(
         },
     )
     .await
+}
+
+/// A ready track's metadata; `NotFound` when it does not exist or is not
+/// ready.
+pub async fn lookup_track(state: &AppState, track_id: i64) -> Result<TrackMeta, RequestError> {
+    tracks::lookup::lookup(&state.db, track_id)
+        .await
+        .map_err(|error| storage_error("looking up a track", error))?
+        .ok_or_else(|| RequestError {
+            code: RequestErrorCode::NotFound,
+            message: format!("track {track_id} does not exist or is not ready"),
+        })
+}
+
+/// Adds plays to play counts, in one transaction; at most
+/// `control.batch_changes_max` tracks per request.
+pub async fn record_plays(state: &AppState, plays: &[TrackPlays]) -> Result<(), RequestError> {
+    let tracks_max = state.config.control.batch_changes_max;
+    if plays.len() > tracks_max {
+        return Err(RequestError {
+            code: RequestErrorCode::BadRequest,
+            message: format!(
+                "{} tracks in one report; at most {tracks_max} (control.batch_changes_max)",
+                plays.len()
+            ),
+        });
+    }
+    tracks::lookup::record_plays(&state.db, plays)
+        .await
+        .map_err(|error| storage_error("recording plays", error))
 }
 
 #[cfg(test)]

@@ -88,5 +88,6 @@ async fn to_push(state: &AppState, event: ControlEvent) -> Push {
             Push::ModerationChanged { room_id, user_id }
         }
         ControlEvent::RoomChanged { room_id } => Push::RoomChanged { room_id },
+        ControlEvent::TrackChanged { track_id } => Push::TrackChanged { track_id },
     }
 }
