@@ -4,7 +4,7 @@
 set -euo pipefail
 
 apt_packages=(pkg-config ca-certificates curl util-linux procps postgresql nats-server
-  libopus-dev ffmpeg opus-tools oggz-tools icecast2)
+  libopus-dev ffmpeg opus-tools oggz-tools icecast2 nginx-light)
 # Module name, then the pip requirement that provides it.
 python_packages=("websockets websockets==17.4" "schemathesis schemathesis==4.32.5")
 
