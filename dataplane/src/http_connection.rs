@@ -363,6 +363,23 @@ impl HttpConnection {
                         return Err(HttpOutcome::Ended);
                     }
                 }
+                Routed::File(file) => {
+                    let sent = crate::tracks::send_file(
+                        &self.shard,
+                        &mut self.stream,
+                        &mut self.out,
+                        *file,
+                        keep_alive,
+                        head.version_minor == 0,
+                    )
+                    .await;
+                    if !sent {
+                        return Err(HttpOutcome::Ended);
+                    }
+                    if !keep_alive {
+                        return Ok(false);
+                    }
+                }
                 Routed::Upgrade(accepted, kind) => {
                     veza_codec::websocket::handshake::write_switching_protocols(
                         &accepted,

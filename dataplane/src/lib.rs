@@ -21,4 +21,5 @@ pub mod routes;
 pub mod send_queue;
 pub mod server;
 pub mod shard;
+pub mod tracks;
 pub mod websocket_session;

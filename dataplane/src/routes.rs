@@ -11,6 +11,8 @@
 //! | `/v1/live/{stream}` | PUT, SOURCE (a source), GET, HEAD (a listener) | live audio; handed over before routing (`http_connection`) |
 //! | `/v1/live/{stream}/status` | GET | one stream's status (JSON) |
 //! | `/v1/live/{stream}/metadata` | POST `{"title"}` (stream key or owner token) | now-playing title |
+//! | `/v1/tracks/{id}/audio?br=` | GET, HEAD | a stored track's rendition: Range, ETag, conditional requests, access rules (`tracks`) |
+//! | `/v1/tracks/{id}/waveform` | GET, HEAD | its waveform JSON, same rules |
 //! | `/admin/metadata?mount=&mode=updinfo&song=` | GET (basic auth, stream key) | Icecast's metadata update |
 //! | `/debug/stall?ms=N` | POST, when `debug.endpoints_enabled` | blocks the shard on purpose |
 
@@ -66,7 +68,7 @@ impl Response {
         Self::json(status, ErrorBody::new(error, detail).to_json())
     }
 
-    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.extra_headers.push((name, value.into()));
         self
     }
@@ -78,6 +80,8 @@ pub enum Routed {
     Response(Response),
     /// Switch the connection to WebSocket.
     Upgrade(Accepted, WebSocketKind),
+    /// A head, then a file's bytes streamed by the connection driver.
+    File(Box<crate::tracks::FileResponse>),
 }
 
 fn method_not_allowed(allowed: &'static str) -> Routed {
@@ -120,6 +124,7 @@ pub async fn route(
             "GET" => Routed::Response(live_metadata_icecast(shard, head).await),
             _ => method_not_allowed("GET"),
         },
+        path if path.starts_with("/v1/tracks/") => crate::tracks::route(shard, head, path).await,
         path if path.starts_with("/v1/live/") => {
             Routed::Response(live_stream_route(shard, head, &body, path).await)
         }
@@ -294,15 +299,15 @@ fn stream_offline(name: &str) -> Response {
     )
 }
 
-fn method_not_allowed_response(allowed: &'static str) -> Response {
+pub(crate) fn method_not_allowed_response(allowed: &'static str) -> Response {
     match method_not_allowed(allowed) {
         Routed::Response(response) => response,
-        Routed::Upgrade(..) => unreachable!("an error is a response"),
+        Routed::Upgrade(..) | Routed::File(_) => unreachable!("an error is a response"),
     }
 }
 
 /// Decodes `%XX` and `+` in a query value (invalid escapes stay as they are).
-fn percent_decode(value: &str) -> String {
+pub(crate) fn percent_decode(value: &str) -> String {
     let hex = |byte: u8| (byte as char).to_digit(16).map(|digit| digit as u8);
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

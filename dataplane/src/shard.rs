@@ -152,6 +152,8 @@ pub struct Shard {
     pub live: crate::live::LiveShard,
     /// FIFO-per-destination sending of chat and live messages.
     pub ordered: crate::ordered_send::OrderedSender,
+    /// This shard's track metadata cache, read buffers and play counts.
+    pub tracks: crate::tracks::TracksShard,
 }
 
 impl Shard {
@@ -525,6 +527,7 @@ pub fn run_shard(start: ShardStart, process: Arc<ProcessShared>) -> std::io::Res
         chat: crate::chat::ChatShard::default(),
         live: crate::live::LiveShard::default(),
         ordered: crate::ordered_send::OrderedSender::new(process.shard_count()),
+        tracks: crate::tracks::TracksShard::new(&process.config.tracks),
     });
     match &mut runtime {
         monoio::FusionRuntime::Uring(runtime) => {
@@ -549,6 +552,7 @@ async fn shard_main(
     }
     monoio::spawn(crate::ordered_send::run_mesh_retry(shard.clone()));
     crate::chat::start(&shard);
+    crate::tracks::start(&shard);
     monoio::spawn(crate::websocket_session::run_keep_alive_sweeper(
         shard.clone(),
     ));

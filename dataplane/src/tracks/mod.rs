@@ -1,0 +1,695 @@
+//! Stored tracks on demand (DESIGN.md §4): `GET`/`HEAD
+//! /v1/tracks/{id}/audio?br=` and `/v1/tracks/{id}/waveform`.
+//!
+//! How a request is answered, all on the shard that accepted it:
+//! 1. The track's metadata comes from this shard's cache ([`MetaCache`],
+//!    bounded, with a TTL, dropped on `TrackChanged`) or from the control
+//!    plane (`LookupTrack`).
+//! 2. Access is decided without a round trip ([`access`]): public, the
+//!    unlisted link's secret, the owner's bearer token, or a signed URL
+//!    verified with the control plane's signing keys.
+//! 3. The rendition nearest `?br=` (default [`DEFAULT_BITRATE_KBPS`]) is
+//!    opened under `tracks.media_dir` (the relative path is checked first)
+//!    and `veza_codec::http1::range` plans the answer: 200, 206, 304 or 416.
+//! 4. The body is read and written one pooled buffer at a time
+//!    ([`send`]); the connection driver hands the socket over for it.
+//! 5. A GET whose body starts at byte 0 counts one play; each shard reports
+//!    its counts every `tracks.plays_report_interval_ms` (`RecordPlays`),
+//!    keeping them for the next report when that fails.
+
+pub mod access;
+pub mod config;
+pub mod send;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use veza_codec::http1::range::{plan, Conditions, Representation, ServePlan};
+use veza_codec::http1::{write_response_head, HttpDate, RequestHead, ResponseHead};
+use veza_proto::control::{Push, RequestErrorCode, TrackMeta, TrackPlays, TrackVisibility};
+
+pub use config::TracksConfig;
+
+use crate::control_client::ControlError;
+use crate::metrics::{LimitKind, ShardMetrics};
+use crate::routes::{Response, Routed};
+use crate::shard::Shard;
+use access::{Access, Credentials, SignedUrl};
+use send::{LentBuffer, ReadBufferPool, SendOutcome};
+
+/// The rendition served without `?br=` (the nearest one).
+pub const DEFAULT_BITRATE_KBPS: u32 = 96;
+
+/// Digits a track id may have (i64 has 19; ids are positive).
+const TRACK_ID_DIGITS_MAX: usize = 18;
+
+/// One shard's track state.
+pub struct TracksShard {
+    /// Metadata by track id.
+    pub cache: Rc<RefCell<MetaCache>>,
+    /// Read buffers for downloads.
+    pub buffers: Rc<ReadBufferPool>,
+    /// Plays counted since the last report, by track id.
+    pub plays: RefCell<HashMap<i64, u64>>,
+}
+
+impl TracksShard {
+    /// Empty state bounded by `config`.
+    pub fn new(config: &TracksConfig) -> Self {
+        Self {
+            cache: Rc::new(RefCell::new(MetaCache::new(
+                config.meta_cache_entries_max,
+                Duration::from_millis(config.meta_cache_ttl_ms),
+            ))),
+            buffers: ReadBufferPool::new(config.read_buffers_per_shard, config.read_buffer_bytes),
+            plays: RefCell::default(),
+        }
+    }
+}
+
+/// Track metadata cached on one shard: at most `entries_max` entries, each
+/// used for `ttl`. An invalidation bumps a generation, so a lookup that was
+/// in flight when its track changed does not store the stale answer.
+pub struct MetaCache {
+    entries: HashMap<i64, (Rc<TrackMeta>, quanta::Instant)>,
+    entries_max: usize,
+    ttl: Duration,
+    generation: u64,
+}
+
+impl MetaCache {
+    /// An empty cache.
+    pub fn new(entries_max: usize, ttl: Duration) -> Self {
+        assert!(entries_max > 0);
+        Self {
+            entries: HashMap::new(),
+            entries_max,
+            ttl,
+            generation: 0,
+        }
+    }
+
+    /// The fresh entry of `track_id`, if any.
+    pub fn get(&self, track_id: i64, now: quanta::Instant) -> Option<Rc<TrackMeta>> {
+        let (meta, fetched_at) = self.entries.get(&track_id)?;
+        (now.saturating_duration_since(*fetched_at) < self.ttl).then(|| meta.clone())
+    }
+
+    /// The generation to hand back to [`MetaCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Stores `meta` unless an invalidation happened since `generation`.
+    /// Returns whether an entry was evicted to make room.
+    pub fn insert(&mut self, meta: Rc<TrackMeta>, generation: u64, now: quanta::Instant) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        let mut evicted = false;
+        if self.entries.len() >= self.entries_max && !self.entries.contains_key(&meta.track_id) {
+            let ttl = self.ttl;
+            self.entries
+                .retain(|_, (_, fetched_at)| now.saturating_duration_since(*fetched_at) < ttl);
+            if self.entries.len() >= self.entries_max {
+                // Any entry will do: the next request for it looks it up again.
+                let victim = *self.entries.keys().next().expect("the cache is full");
+                self.entries.remove(&victim);
+                evicted = true;
+            }
+        }
+        self.entries.insert(meta.track_id, (meta, now));
+        evicted
+    }
+
+    /// Drops `track_id` (or everything, for `None`).
+    pub fn invalidate(&mut self, track_id: Option<i64>) {
+        self.generation += 1;
+        match track_id {
+            Some(track_id) => {
+                self.entries.remove(&track_id);
+            }
+            None => self.entries.clear(),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Registers the push handler and starts the plays reporter of a shard.
+pub fn start(shard: &Rc<Shard>) {
+    let cache = shard.tracks.cache.clone();
+    shard.control.on_push(Box::new(move |push| match push {
+        Push::TrackChanged { track_id } => cache.borrow_mut().invalidate(Some(*track_id)),
+        Push::Resync => cache.borrow_mut().invalidate(None),
+        _ => {}
+    }));
+    if shard.process.config.tracks.is_enabled() && shard.control.is_configured() {
+        monoio::spawn(report_plays(shard.clone()));
+    }
+}
+
+/// Counts one play of `track_id`, unless `tracks.plays_tracks_max` tracks
+/// already wait for the next report.
+pub fn count_play(shard: &Shard, track_id: i64) {
+    merge_plays(shard, track_id, 1);
+}
+
+/// Sends the counted plays every `tracks.plays_report_interval_ms`; a
+/// failed report is merged back and sent with the next one.
+async fn report_plays(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.process.config.tracks.plays_report_interval_ms);
+    loop {
+        monoio::time::sleep(interval).await;
+        let counted = std::mem::take(&mut *shard.tracks.plays.borrow_mut());
+        if counted.is_empty() {
+            continue;
+        }
+        let plays: Vec<TrackPlays> = counted
+            .iter()
+            .map(|(&track_id, &plays)| TrackPlays { track_id, plays })
+            .collect();
+        if let Err(error) = shard.control.record_plays(plays).await {
+            tracing::warn!(shard = shard.idx, %error, tracks = counted.len(), "reporting plays failed; retrying with the next report");
+            for (track_id, plays) in counted {
+                merge_plays(&shard, track_id, plays);
+            }
+        }
+    }
+}
+
+fn merge_plays(shard: &Shard, track_id: i64, plays: u64) {
+    let mut counted = shard.tracks.plays.borrow_mut();
+    let tracks_max = shard.process.config.tracks.plays_tracks_max;
+    if counted.len() >= tracks_max && !counted.contains_key(&track_id) {
+        shard.metrics.limit_hit(LimitKind::TracksPlaysTracks);
+        return;
+    }
+    *counted.entry(track_id).or_insert(0) += plays;
+}
+
+/// What a track request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asset {
+    Audio,
+    Waveform,
+}
+
+/// A file answer: the head, and the file range the connection driver
+/// sends after it.
+pub struct FileResponse {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    file: monoio::fs::File,
+    body: Range<u64>,
+    /// `None` for HEAD: no body is sent.
+    lent: Option<LentBuffer>,
+    path: PathBuf,
+}
+
+/// Routes `/v1/tracks/...`.
+pub async fn route(shard: &Rc<Shard>, head: &RequestHead, path: &str) -> Routed {
+    match answer(shard, head, path).await {
+        Ok(file) => Routed::File(Box::new(file)),
+        Err(response) => Routed::Response(response),
+    }
+}
+
+async fn answer(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    path: &str,
+) -> Result<FileResponse, Response> {
+    let config = &shard.process.config.tracks;
+    if !config.is_enabled() {
+        return Err(Response::error(
+            503,
+            "tracks_unavailable",
+            "this data plane does not serve tracks (tracks.media_dir is empty)",
+        ));
+    }
+    let rest = &path["/v1/tracks/".len()..];
+    let (id_text, asset_text) = rest.split_once('/').unwrap_or((rest, ""));
+    let track_id = parse_track_id(id_text).ok_or_else(|| {
+        Response::error(400, "invalid_track_id", "a track id is a positive integer")
+    })?;
+    let asset = match asset_text {
+        "audio" => Asset::Audio,
+        "waveform" => Asset::Waveform,
+        _ => return Err(Response::error(404, "not_found", "no such endpoint")),
+    };
+    if !matches!(head.method.as_str(), "GET" | "HEAD") {
+        return Err(crate::routes::method_not_allowed_response("GET, HEAD"));
+    }
+    let meta = track_meta(shard, track_id).await?;
+    check_access(shard, head, &meta)?;
+    let (relative_path, bitrate_kbps) = match asset {
+        Asset::Audio => {
+            let wanted = query_value(head, "br")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(DEFAULT_BITRATE_KBPS);
+            let rendition = nearest_rendition(&meta, wanted).ok_or_else(track_not_found)?;
+            (rendition.relative_path.as_str(), Some(rendition))
+        }
+        Asset::Waveform => (meta.waveform_relative_path.as_str(), None),
+    };
+    let full_path = access::media_path(Path::new(&config.media_dir), relative_path).map_err(|error| {
+        tracing::error!(shard = shard.idx, track_id, %error, "the control plane sent a media path outside the media directory");
+        Response::error(500, "media_path_refused", "the track's stored path is invalid")
+    })?;
+    let file = open(&full_path, track_id).await?;
+    let metadata = file
+        .metadata()
+        .await
+        .map_err(|error| file_error(&full_path, track_id, &error))?;
+    let size_bytes = metadata.len();
+    let (etag, last_modified_unix_s) = match bitrate_kbps {
+        Some(rendition) => {
+            if rendition.size_bytes != size_bytes {
+                tracing::warn!(shard = shard.idx, track_id, path = %full_path.display(), announced = rendition.size_bytes, on_disk = size_bytes, "rendition size differs from its metadata; serving the file on disk");
+            }
+            (
+                rendition.etag.clone(),
+                rendition.modified_at_ms.div_euclid(1000),
+            )
+        }
+        None => {
+            let modified_unix_s = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |elapsed| elapsed.as_secs() as i64);
+            (
+                format!("\"{size_bytes:x}-{modified_unix_s:x}\""),
+                modified_unix_s,
+            )
+        }
+    };
+    let representation = Representation {
+        size_bytes,
+        etag: &etag,
+        last_modified_unix_s,
+    };
+    let conditions = Conditions {
+        is_get: !head.is_head(),
+        range: head.header("range"),
+        if_none_match: head.header("if-none-match"),
+        if_modified_since: head.header("if-modified-since"),
+        if_range: head.header("if-range"),
+    };
+    let serve_plan = plan(&representation, &conditions);
+    let cache_control = match meta.visibility {
+        TrackVisibility::Public => &config.cache_control_public,
+        TrackVisibility::Unlisted | TrackVisibility::Private => &config.cache_control_private,
+    };
+    let mut headers = vec![
+        ("Accept-Ranges", "bytes".to_owned()),
+        ("ETag", etag.clone()),
+        ("Last-Modified", http_date(last_modified_unix_s)),
+        ("Cache-Control", cache_control.clone()),
+    ];
+    if asset == Asset::Audio {
+        headers.push(("Vary", "Authorization".to_owned()));
+    }
+    headers.extend(
+        serve_plan
+            .headers()
+            .map(|(name, value)| (name, value.to_owned())),
+    );
+    let content_type = match asset {
+        Asset::Audio => "audio/ogg",
+        Asset::Waveform => "application/json",
+    };
+    finish(
+        shard,
+        head,
+        track_id,
+        asset,
+        serve_plan,
+        headers,
+        content_type,
+        file,
+        full_path,
+    )
+    .await
+}
+
+// The parts of one answer, gathered above; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    track_id: i64,
+    asset: Asset,
+    serve_plan: ServePlan,
+    headers: Vec<(&'static str, String)>,
+    content_type: &'static str,
+    file: monoio::fs::File,
+    path: PathBuf,
+) -> Result<FileResponse, Response> {
+    if matches!(serve_plan.status, 304 | 416) {
+        let mut response = Response::error(
+            416,
+            "range_not_satisfiable",
+            "the range is past the end of the file",
+        );
+        if serve_plan.status == 304 {
+            response.status = 304;
+            response.body = bytes::Bytes::new();
+            response.content_type = content_type;
+        }
+        response.extra_headers.extend(headers);
+        return Err(response);
+    }
+    let lent = if head.is_head() {
+        None
+    } else {
+        let config = &shard.process.config.tracks;
+        let wait = Duration::from_millis(config.read_buffer_wait_ms_max);
+        let lent = shard.tracks.buffers.lend(wait, &shard.metrics).await;
+        Some(lent.ok_or_else(|| {
+            Response::error(
+                503,
+                "tracks_busy",
+                "every read buffer of this shard is in use; retry",
+            )
+            .with_header("Retry-After", "1")
+        })?)
+    };
+    if asset == Asset::Audio && lent.is_some() && serve_plan.body.start == 0 {
+        count_play(shard, track_id);
+    }
+    Ok(FileResponse {
+        status: serve_plan.status,
+        content_type,
+        headers,
+        file,
+        body: serve_plan.body,
+        lent,
+        path,
+    })
+}
+
+/// Writes the head of `response` after whatever `out` holds, then its body
+/// from the file. Returns false when the connection must end (the client
+/// left, or the file failed mid-body and the response cannot be completed).
+pub async fn send_file(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+    mut response: FileResponse,
+    keep_alive: bool,
+    is_http_1_0: bool,
+) -> bool {
+    if keep_alive && is_http_1_0 {
+        response.headers.push(("Connection", "keep-alive".into()));
+    }
+    {
+        let headers: Vec<(&str, &str)> = response
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let date = shard.date();
+        write_response_head(
+            &ResponseHead {
+                status: response.status,
+                content_type: Some(response.content_type),
+                content_length: Some(response.body.end - response.body.start),
+                keep_alive,
+                extra_headers: &headers,
+                date: date.as_str(),
+            },
+            out,
+        );
+    }
+    let (written, returned) = stream.write_all(std::mem::take(out)).await;
+    *out = returned;
+    ShardMetrics::add(&shard.metrics.bytes_sent_total, out.len() as u64);
+    out.clear();
+    if written.is_err() {
+        return false;
+    }
+    let Some(mut lent) = response.lent.take() else {
+        return true;
+    };
+    let write_timeout = Duration::from_millis(shard.process.config.limits.idle_timeout_ms);
+    let outcome = send::send_range(
+        &response.file,
+        response.body.clone(),
+        stream,
+        &mut lent,
+        write_timeout,
+        &shard.metrics,
+    )
+    .await;
+    drop(lent);
+    match outcome {
+        SendOutcome::Complete => true,
+        SendOutcome::ClientGone => false,
+        SendOutcome::FileFailed(reason) => {
+            tracing::error!(shard = shard.idx, path = %response.path.display(), %reason, "reading a track failed mid-body; closing the connection");
+            false
+        }
+    }
+}
+
+fn parse_track_id(text: &str) -> Option<i64> {
+    let valid = !text.is_empty()
+        && text.len() <= TRACK_ID_DIGITS_MAX
+        && text.bytes().all(|byte| byte.is_ascii_digit());
+    valid
+        .then(|| text.parse().ok())
+        .flatten()
+        .filter(|&id: &i64| id > 0)
+}
+
+/// The rendition whose bitrate is nearest `wanted_kbps` (the lower on a tie).
+fn nearest_rendition(
+    meta: &TrackMeta,
+    wanted_kbps: u32,
+) -> Option<&veza_proto::control::TrackRendition> {
+    meta.renditions.iter().min_by_key(|rendition| {
+        (
+            rendition.bitrate_kbps.abs_diff(wanted_kbps),
+            rendition.bitrate_kbps,
+        )
+    })
+}
+
+fn track_not_found() -> Response {
+    Response::error(404, "track_not_found", "no such track, or it is not ready")
+}
+
+async fn track_meta(shard: &Rc<Shard>, track_id: i64) -> Result<Rc<TrackMeta>, Response> {
+    let now = quanta::Instant::now();
+    if let Some(meta) = shard.tracks.cache.borrow().get(track_id, now) {
+        return Ok(meta);
+    }
+    let generation = shard.tracks.cache.borrow().generation();
+    match shard.control.lookup_track(track_id).await {
+        Ok(meta) => {
+            let meta = Rc::new(meta);
+            let evicted = shard.tracks.cache.borrow_mut().insert(
+                meta.clone(),
+                generation,
+                quanta::Instant::now(),
+            );
+            if evicted {
+                shard.metrics.limit_hit(LimitKind::TracksMetaCacheEntries);
+            }
+            Ok(meta)
+        }
+        Err(ControlError::Refused {
+            code: RequestErrorCode::NotFound,
+            ..
+        }) => Err(track_not_found()),
+        Err(error) => {
+            tracing::warn!(shard = shard.idx, track_id, %error, "track lookup failed");
+            Err(Response::error(
+                503,
+                "control_plane_unavailable",
+                "track metadata cannot be looked up right now; retry",
+            )
+            .with_header("Retry-After", "1"))
+        }
+    }
+}
+
+fn check_access(shard: &Shard, head: &RequestHead, meta: &TrackMeta) -> Result<(), Response> {
+    let token_user_id = head
+        .header("authorization")
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|token| shard.control.verify_access_token(token.trim()).ok())
+        .map(|claims| claims.uid);
+    let signed_url = match (
+        query_value(head, "exp").and_then(|exp| exp.parse().ok()),
+        query_value(head, "kid"),
+        query_value(head, "sig"),
+    ) {
+        (Some(expires_unix_s), Some(kid), Some(signature)) => Some(SignedUrl {
+            expires_unix_s,
+            kid,
+            signature,
+        }),
+        _ => None,
+    };
+    let credentials = Credentials {
+        link_secret: query_value(head, "s"),
+        token_user_id,
+        signed_url,
+    };
+    let now_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    match access::decide(meta, &credentials, now_unix_s, |kid| {
+        shard.control.signing_key(kid)
+    }) {
+        Access::Granted => Ok(()),
+        Access::Hidden => Err(track_not_found()),
+        Access::SignedUrlExpired => Err(Response::error(
+            403,
+            "signed_url_expired",
+            "this signed URL has expired",
+        )),
+        Access::SignedUrlInvalid => Err(Response::error(
+            403,
+            "signed_url_invalid",
+            "this signed URL's signature does not verify",
+        )),
+    }
+}
+
+/// The first value of query parameter `name`, percent-decoded.
+fn query_value(head: &RequestHead, name: &str) -> Option<String> {
+    head.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| crate::routes::percent_decode(value))
+    })
+}
+
+async fn open(path: &Path, track_id: i64) -> Result<monoio::fs::File, Response> {
+    monoio::fs::File::open(path)
+        .await
+        .map_err(|error| file_error(path, track_id, &error))
+}
+
+fn file_error(path: &Path, track_id: i64, error: &std::io::Error) -> Response {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        // Deleted between the lookup and now; the TrackChanged push follows.
+        tracing::warn!(track_id, path = %path.display(), "a track's file is missing");
+        return track_not_found();
+    }
+    tracing::error!(track_id, path = %path.display(), %error, "a track's file cannot be read");
+    Response::error(500, "track_unreadable", "the track's file cannot be read")
+}
+
+fn http_date(unix_s: i64) -> String {
+    let mut date = HttpDate::new();
+    date.update(unix_s.max(0) as u64);
+    date.as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veza_proto::control::TrackRendition;
+
+    fn meta(track_id: i64, bitrates: &[u32]) -> TrackMeta {
+        TrackMeta {
+            track_id,
+            owner_user_id: 1,
+            visibility: TrackVisibility::Public,
+            link_secret: String::new(),
+            renditions: bitrates
+                .iter()
+                .map(|&bitrate_kbps| TrackRendition {
+                    bitrate_kbps,
+                    relative_path: format!("tracks/{track_id}/{bitrate_kbps}.opus"),
+                    size_bytes: 1,
+                    etag: "\"e\"".into(),
+                    modified_at_ms: 0,
+                })
+                .collect(),
+            waveform_relative_path: String::new(),
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn track_ids_are_positive_integers() {
+        assert_eq!(parse_track_id("42"), Some(42));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "4x",
+            "..",
+            "%2e%2e",
+            "1.0",
+            "9999999999999999999",
+            " 1",
+        ] {
+            assert_eq!(parse_track_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn br_picks_the_nearest_rendition_and_the_lower_on_a_tie() {
+        let track = meta(1, &[64, 96, 160]);
+        let pick = |wanted| nearest_rendition(&track, wanted).unwrap().bitrate_kbps;
+        assert_eq!(pick(96), 96);
+        assert_eq!(pick(0), 64);
+        assert_eq!(pick(128), 96);
+        assert_eq!(pick(129), 160);
+        assert_eq!(pick(10_000), 160);
+        assert!(nearest_rendition(&meta(1, &[]), 96).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_expires_and_ignores_answers_older_than_an_invalidation() {
+        let start = quanta::Instant::now();
+        let mut cache = MetaCache::new(2, Duration::from_secs(60));
+        let generation = cache.generation();
+        assert!(!cache.insert(Rc::new(meta(1, &[96])), generation, start));
+        assert!(!cache.insert(Rc::new(meta(2, &[96])), generation, start));
+        assert!(
+            cache.insert(Rc::new(meta(3, &[96])), generation, start),
+            "full: evicts"
+        );
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(3, start).is_some());
+        assert!(
+            cache.get(3, start + Duration::from_secs(61)).is_none(),
+            "expired"
+        );
+
+        let before_change = cache.generation();
+        cache.invalidate(Some(3));
+        assert!(cache.get(3, start).is_none());
+        cache.insert(Rc::new(meta(3, &[96])), before_change, start);
+        assert!(
+            cache.get(3, start).is_none(),
+            "a lookup older than the change is not stored"
+        );
+        cache.invalidate(None);
+        assert!(cache.is_empty());
+    }
+}
