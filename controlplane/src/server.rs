@@ -21,6 +21,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     crate::live_streams::recorder::interrupt_stale(&db, config.live.recording_stale_ms).await?;
     let config = Arc::new(config);
     let auth = Arc::new(crate::accounts::AuthState::load(&config, &db).await?);
+    let tracks = crate::tracks::TrackJobs::new(config.tracks.job_queue_max);
     let state = AppState {
         config,
         db,
@@ -28,7 +29,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         auth,
         nodes: Arc::default(),
         metrics: Arc::default(),
-        tracks: crate::tracks::TrackJobs::new(config.tracks.job_queue_max),
+        tracks,
     };
     crate::tracks::jobs::start(&state).await?;
     Ok(state)

@@ -26,6 +26,7 @@ pub mod live;
 pub mod metrics;
 pub mod python;
 pub mod raw_websocket;
+pub mod tracks;
 pub mod websocket;
 
 use std::collections::{BTreeMap, BTreeSet};

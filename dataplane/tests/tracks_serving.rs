@@ -1,0 +1,269 @@
+//! Tracks on demand (`/v1/tracks/{id}/audio`, `/waveform`): ranges,
+//! conditional requests, access rules, plays and invalidation, against a
+//! real control plane that transcoded a real upload, on both drivers.
+
+mod support;
+
+use std::time::Duration;
+
+use support::http::HttpConnection;
+use support::tracks::{curl, sine_wav, TracksWorld};
+use support::{eventually, for_each_driver, TestServer};
+
+#[test]
+fn tracks_are_refused_cleanly_when_disabled_unreachable_or_asked_for_a_bad_path() {
+    for_each_driver(|driver| {
+        let disabled = TestServer::start(driver, &[]);
+        disabled
+            .get("/v1/tracks/1/audio")
+            .assert_error(503, "tracks_unavailable");
+        drop(disabled);
+
+        let media = tempfile::tempdir().unwrap();
+        let server = TestServer::start(
+            driver,
+            &[("VEZA_TRACKS_MEDIA_DIR", media.path().to_str().unwrap())],
+        );
+        for (path, status, error) in [
+            ("/v1/tracks/../../etc/passwd", 400, "invalid_track_id"),
+            (
+                "/v1/tracks/%2e%2e/%2e%2e/etc/passwd",
+                400,
+                "invalid_track_id",
+            ),
+            ("/v1/tracks/abc/audio", 400, "invalid_track_id"),
+            ("/v1/tracks/-1/audio", 400, "invalid_track_id"),
+            ("/v1/tracks/0/audio", 400, "invalid_track_id"),
+            ("/v1/tracks/1/../../../etc/passwd", 404, "not_found"),
+            (
+                "/v1/tracks/1/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                404,
+                "not_found",
+            ),
+            ("/v1/tracks/1/audio", 503, "control_plane_unavailable"),
+        ] {
+            let mut connection = HttpConnection::open(server.addr());
+            let response = connection.request(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            response.assert_error(status, error);
+        }
+        let mut connection = HttpConnection::open(server.addr());
+        connection
+            .request(b"DELETE /v1/tracks/1/audio HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .assert_error(405, "method_not_allowed");
+    });
+}
+
+#[test]
+fn tracks_are_served_with_ranges_conditions_access_rules_and_plays() {
+    for_each_driver(|driver| {
+        let world = TracksWorld::start(driver, &[]);
+        let wav = sine_wav(3);
+        let public = world.upload_ready(&wav, "public");
+        let track_id = public["id"].as_i64().unwrap();
+        let file = world.rendition_file(track_id, 96);
+        let size = file.len();
+        let audio = format!("/v1/tracks/{track_id}/audio");
+
+        // A full GET is the file on disk, byte for byte, with every header.
+        let full = world.get(&audio, &[]);
+        assert_eq!(full.status, 200, "{}", full.body_text());
+        assert_eq!(full.body, file);
+        assert_eq!(full.header("content-type"), Some("audio/ogg"));
+        assert_eq!(full.header("accept-ranges"), Some("bytes"));
+        assert_eq!(
+            full.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        let etag = full.header("etag").expect("ETag").to_owned();
+        let last_modified = full
+            .header("last-modified")
+            .expect("Last-Modified")
+            .to_owned();
+
+        // HEAD: the same head, no body.
+        let head = world.request("HEAD", &audio, &[]);
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(size.to_string().as_str())
+        );
+        assert_eq!(head.header("etag"), Some(etag.as_str()));
+        assert!(head.body.is_empty());
+
+        // Ranges.
+        let last = size - 1;
+        for (range, start, end) in [
+            ("bytes=0-99", 0, 100),
+            ("bytes=100-", 100, size),
+            ("bytes=-500", size - 500, size),
+            ("bytes=0-0", 0, 1),
+        ] {
+            let partial = world.get(&audio, &[("Range", range)]);
+            assert_eq!(partial.status, 206, "{range}");
+            assert_eq!(partial.body, &file[start..end], "{range}");
+            assert_eq!(
+                partial.header("content-range"),
+                Some(format!("bytes {start}-{}/{size}", end - 1).as_str())
+            );
+        }
+        let beyond = world.get(&audio, &[("Range", &format!("bytes={size}-"))]);
+        assert_eq!(beyond.status, 416);
+        assert_eq!(
+            beyond.header("content-range"),
+            Some(format!("bytes */{size}").as_str())
+        );
+        for whole in ["bytes=0-1,5-6", "bytes=abc", "bytes=5-1"] {
+            let response = world.get(&audio, &[("Range", whole)]);
+            assert_eq!(response.status, 200, "{whole}");
+            assert_eq!(response.body, file, "{whole}");
+        }
+        assert_eq!(world.get(&audio, &[("If-None-Match", &etag)]).status, 304);
+        let if_range_hit = world.get(&audio, &[("Range", "bytes=0-9"), ("If-Range", &etag)]);
+        assert_eq!(if_range_hit.status, 206);
+        let if_range_date = world.get(
+            &audio,
+            &[("Range", "bytes=0-9"), ("If-Range", &last_modified)],
+        );
+        assert_eq!(if_range_date.status, 206);
+        let if_range_miss = world.get(&audio, &[("Range", "bytes=0-9"), ("If-Range", "\"old\"")]);
+        assert_eq!(if_range_miss.status, 200);
+        assert_eq!(if_range_miss.body.len(), size);
+        let _ = last;
+
+        // ?br= picks the nearest rendition.
+        let low = world.get(&format!("{audio}?br=60"), &[]);
+        assert_eq!(low.body, world.rendition_file(track_id, 64));
+        let high = world.get(&format!("{audio}?br=500"), &[]);
+        assert_eq!(high.body, world.rendition_file(track_id, 160));
+
+        // curl agrees.
+        let url = format!("http://127.0.0.1:{}{audio}", world.server.port());
+        let (status, _, body) = curl(&[&url]);
+        assert_eq!((status, body.len()), (200, size));
+        assert_eq!(body, file);
+        let (status, headers, body) = curl(&["-r", "10-19", &url]);
+        assert_eq!(status, 206);
+        assert_eq!(body, &file[10..20]);
+        assert!(headers.iter().any(
+            |(name, value)| name == "content-range" && *value == format!("bytes 10-19/{size}")
+        ));
+
+        // Waveform.
+        let waveform = world.get(&format!("/v1/tracks/{track_id}/waveform"), &[]);
+        assert_eq!(waveform.status, 200);
+        assert_eq!(waveform.header("content-type"), Some("application/json"));
+        let _ = waveform.json();
+        let waveform_etag = waveform.header("etag").unwrap().to_owned();
+        let again = world.get(
+            &format!("/v1/tracks/{track_id}/waveform"),
+            &[("If-None-Match", &waveform_etag)],
+        );
+        assert_eq!(again.status, 304);
+
+        // Unlisted: only with the link secret (or the owner).
+        let unlisted = world.upload_ready(&wav, "unlisted");
+        let unlisted_id = unlisted["id"].as_i64().unwrap();
+        let secret = unlisted["link_secret"]
+            .as_str()
+            .expect("owner sees link_secret");
+        let unlisted_audio = format!("/v1/tracks/{unlisted_id}/audio");
+        world
+            .get(&unlisted_audio, &[])
+            .assert_error(404, "track_not_found");
+        world
+            .get(&format!("{unlisted_audio}?s=wrong"), &[])
+            .assert_error(404, "track_not_found");
+        assert_eq!(
+            world
+                .get(&format!("{unlisted_audio}?s={secret}"), &[])
+                .status,
+            200
+        );
+        let unlisted_response = world.get(&format!("{unlisted_audio}?s={secret}"), &[]);
+        assert_eq!(
+            unlisted_response.header("cache-control"),
+            Some("private, max-age=0")
+        );
+
+        // Private: the owner's token or a signed URL.
+        let private = world.upload_ready(&wav, "private");
+        let private_id = private["id"].as_i64().unwrap();
+        let private_audio = format!("/v1/tracks/{private_id}/audio");
+        world
+            .get(&private_audio, &[])
+            .assert_error(404, "track_not_found");
+        let bearer = format!("Bearer {}", world.owner_token);
+        assert_eq!(
+            world
+                .get(&private_audio, &[("Authorization", &bearer)])
+                .status,
+            200
+        );
+        let other_token = {
+            let (status, body) = world.control.rest(
+                "POST",
+                "/v1/accounts",
+                None,
+                serde_json::json!({"username": "listener", "email": "l@example.org", "password": "oboe-cello-9-flute"}),
+            );
+            assert_eq!(status, 201, "{body}");
+            let (_, body) = world.control.rest(
+                "POST",
+                "/v1/sessions",
+                None,
+                serde_json::json!({"login": "listener", "password": "oboe-cello-9-flute"}),
+            );
+            body["access_token"].as_str().unwrap().to_owned()
+        };
+        world
+            .get(
+                &private_audio,
+                &[("Authorization", &format!("Bearer {other_token}"))],
+            )
+            .assert_error(404, "track_not_found");
+        let signed = world.signed_url(private_id, 60);
+        assert_eq!(world.get(&signed, &[]).status, 200);
+        let tampered = if signed.ends_with('A') {
+            format!("{}B", &signed[..signed.len() - 1])
+        } else {
+            format!("{}A", &signed[..signed.len() - 1])
+        };
+        world
+            .get(&tampered, &[])
+            .assert_error(403, "signed_url_invalid");
+        let expiring = world.signed_url(private_id, 1);
+        std::thread::sleep(Duration::from_millis(2100));
+        world
+            .get(&expiring, &[])
+            .assert_error(403, "signed_url_expired");
+
+        // Plays: GETs from byte 0 reach the control plane.
+        let before = world.track(track_id).1["play_count"].as_i64().unwrap();
+        assert_eq!(world.get(&audio, &[]).status, 200);
+        assert_eq!(world.get(&audio, &[("Range", "bytes=0-99")]).status, 206);
+        assert_eq!(world.get(&audio, &[("Range", "bytes=100-")]).status, 206);
+        eventually(Duration::from_secs(10), "plays are recorded", || {
+            let count = world.track(track_id).1["play_count"].as_i64().unwrap();
+            (count >= before + 2)
+                .then_some(())
+                .ok_or(format!("play_count {count}"))
+        });
+
+        // TrackChanged: a deleted track is gone on the next GET.
+        let (status, body) = world.control.rest(
+            "DELETE",
+            &format!("/v1/tracks/{track_id}"),
+            Some(&world.owner_token),
+            serde_json::Value::Null,
+        );
+        assert!(status == 204 || status == 200, "delete: {status} {body}");
+        eventually(Duration::from_secs(5), "the deleted track is gone", || {
+            let response = world.get(&audio, &[]);
+            (response.status == 404)
+                .then_some(())
+                .ok_or(format!("status {}", response.status))
+        });
+    });
+}
