@@ -52,17 +52,14 @@ impl utoipa::Modify for BearerAuth {
 /// The routers that implement the API and the whole OpenAPI document:
 /// the routes under `server.request_body_bytes_max`, and the routes that
 /// stream large bodies under their own limit (track uploads).
-pub fn router_and_document() -> (
-    Router<AppState>,
-    Router<AppState>,
-    utoipa::openapi::OpenApi,
-) {
+pub fn router_and_document() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::ops::router())
         .merge(crate::accounts::router())
         .merge(crate::rooms::router())
         .merge(crate::live_streams::router())
         .merge(crate::tracks::router())
+        .merge(crate::social::router())
         .merge(crate::control_server::router())
         .split_for_parts();
     let (streaming_router, streaming_document) = crate::tracks::upload_router().split_for_parts();

@@ -11,6 +11,7 @@ pub use crate::accounts::AuthConfig;
 pub use crate::control_server::ControlConfig;
 pub use crate::live_streams::LiveConfig;
 pub use crate::rooms::ChatConfig;
+pub use crate::social::SocialConfig;
 pub use crate::tracks::TracksConfig;
 
 /// Why a configuration was refused.
@@ -45,6 +46,8 @@ pub struct Config {
     pub live: LiveConfig,
     /// Tracks: uploads, processing, signed URLs.
     pub tracks: TracksConfig,
+    /// Likes, reposts, follows, playlists, comments, the feed.
+    pub social: SocialConfig,
 }
 
 /// Log line format.
@@ -172,6 +175,7 @@ impl Config {
         self.control.validate()?;
         self.live.validate()?;
         self.tracks.validate()?;
+        self.social.validate()?;
         Ok(())
     }
 

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod ops;
 pub mod rooms;
 pub mod server;
+pub mod social;
 pub mod state;
 pub mod tracks;
