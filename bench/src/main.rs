@@ -12,6 +12,7 @@ use veza_bench::scenario::connect_storm::cli::ConnectStormArgs;
 use veza_bench::scenario::control_persist::cli::{run_from_cli, ControlPersistArgs};
 use veza_bench::scenario::idle_connections::cli::IdleConnectionsArgs;
 use veza_bench::scenario::live_listeners::cli::LiveListenersArgs;
+use veza_bench::scenario::track_ranges::cli::TrackRangesArgs;
 use veza_bench::scenario::ws_echo::{self, EchoServer, LoadMode, WsEchoOptions};
 
 #[global_allocator]
@@ -38,6 +39,12 @@ enum Scenario {
     ConnectStorm(ConnectStormArgs),
     /// Listeners of one Ogg Opus live stream: Veza against icecast2.
     LiveListeners(LiveListenersArgs),
+    /// HTTP range requests on track renditions: Veza against nginx.
+    TrackRanges(TrackRangesArgs),
+    /// Internal: one client process of track-ranges (reads its job on
+    /// stdin).
+    #[command(hide = true, name = "track-range-process")]
+    TrackRangeProcess,
     /// Internal: one listener process of live-listeners (reads its job on
     /// stdin).
     #[command(hide = true, name = "live-listener-process")]
@@ -126,6 +133,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::LiveListenerProcess => {
             Ok(veza_bench::scenario::live_listeners::listener_process::run_from_stdin()?)
+        }
+        Scenario::TrackRanges(args) => veza_bench::scenario::track_ranges::cli::run_from_cli(args),
+        Scenario::TrackRangeProcess => {
+            Ok(veza_bench::scenario::track_ranges::range_process::run_from_stdin()?)
         }
         Scenario::ClientProcess => Ok(veza_bench::client_process::worker::run_from_stdin()?),
     }

@@ -14,6 +14,9 @@
 //! - [`live_listeners`]: listeners of one Ogg Opus live stream ramped in,
 //!   Veza against icecast2: time to first byte and audio, stalls, CPU and
 //!   memory per listener.
+//! - [`track_ranges`]: HTTP range requests against stored track
+//!   renditions over keep-alive connections, Veza against nginx, and the
+//!   control plane's transcoding throughput.
 //! - [`connection_fleet`]: what the last two share (client processes,
 //!   users, rooms).
 
@@ -23,4 +26,5 @@ pub mod connection_fleet;
 pub mod control_persist;
 pub mod idle_connections;
 pub mod live_listeners;
+pub mod track_ranges;
 pub mod ws_echo;
