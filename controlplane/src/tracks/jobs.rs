@@ -284,7 +284,11 @@ impl Worker {
         }));
         match result {
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(error.reason()),
+            Ok(Err(error)) => {
+                // The reason is for the uploader; the detail is for operators.
+                tracing::warn!(track_id, %error, "track processing failed");
+                Err(error.reason())
+            }
             Err(_) => Err("the media pipeline failed unexpectedly".into()),
         }
     }

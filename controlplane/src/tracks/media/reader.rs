@@ -190,10 +190,15 @@ impl StereoResampler {
     fn finish(&mut self, frames_in: u64, out: &mut Vec<f32>) -> Result<(), MediaError> {
         let rate = u64::from(self.sample_rate_hz);
         let frames_expected = (frames_in * u64::from(OUTPUT_SAMPLE_RATE_HZ) + rate / 2) / rate;
-        let mut remainder = Some([
-            std::mem::take(&mut self.input[0]),
-            std::mem::take(&mut self.input[1]),
-        ]);
+        // An input that filled its last chunk exactly leaves nothing: the
+        // flush then goes on zeros (`None`), since rubato refuses empty
+        // channel slices.
+        let mut remainder = (!self.input[0].is_empty()).then(|| {
+            [
+                std::mem::take(&mut self.input[0]),
+                std::mem::take(&mut self.input[1]),
+            ]
+        });
         while self.frames_out < frames_expected {
             let (_, frames) = self
                 .resampler
@@ -224,5 +229,42 @@ impl StereoResampler {
             out.push(*right);
         }
         self.frames_out += kept as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resamples `frames_in` frames of a 44.1 kHz tone pushed in uneven
+    /// pieces; returns the output frames.
+    fn resampled_frames(frames_in: usize) -> usize {
+        let mut resampler = StereoResampler::new(44_100).unwrap();
+        let input: Vec<f32> = (0..frames_in * 2)
+            .map(|index| ((index / 2) as f32 * 0.05).sin() * 0.5)
+            .collect();
+        let mut out = Vec::new();
+        for piece in input.chunks(2 * 777) {
+            resampler.push(piece, &mut out).unwrap();
+        }
+        resampler.finish(frames_in as u64, &mut out).unwrap();
+        assert!(out.iter().all(|sample| sample.is_finite()));
+        out.len() / 2
+    }
+
+    #[test]
+    fn inputs_that_fill_their_last_chunk_exactly_are_resampled_to_the_end() {
+        let chunk_in = StereoResampler::new(44_100)
+            .unwrap()
+            .resampler
+            .input_frames_next();
+        for frames_in in [chunk_in * 300, chunk_in * 3, chunk_in * 3 + 1, 44_100 * 7] {
+            let expected = (frames_in as u64 * 48_000 + 22_050) / 44_100;
+            assert_eq!(
+                resampled_frames(frames_in) as u64,
+                expected,
+                "{frames_in} input frames"
+            );
+        }
     }
 }
