@@ -84,7 +84,11 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(
             state.config.server.request_body_bytes_max,
         ))
-        .merge(streaming_router.layer(axum::extract::DefaultBodyLimit::disable()))
+        .merge(
+            streaming_router
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(axum::middleware::map_response(close_after_refused_upload)),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -102,6 +106,22 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// An upload refused before its body was read (queue full, too large, bad
+/// type) leaves that body on the wire, so the connection cannot carry
+/// another request: say `Connection: close`, or a pooling client would
+/// send its next request on it and fail.
+async fn close_after_refused_upload(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The body-limit layer answers an over-long `Content-Length` with plain text

@@ -423,6 +423,25 @@ async fn refused_and_failed_uploads_leave_no_track_and_no_stray_file() {
         let (status, body) = upload_raw(&server, &owner, "", "audio/wav", vec![1; 70_000]).await;
         assert_eq!(status, 413, "{backend:?}: {body}");
         assert_eq!(body["error"], "upload_too_large");
+        // Refused before its body was read: the connection cannot be reused.
+        let refused = server
+            .http
+            .post(server.url("/v1/tracks"))
+            .bearer_auth(&owner.token)
+            .header("content-type", "audio/wav")
+            .body(vec![1; 70_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 413);
+        assert_eq!(
+            refused
+                .headers()
+                .get("connection")
+                .map(|value| value.as_bytes()),
+            Some(&b"close"[..]),
+            "a refused upload closes its connection"
+        );
         // Without a Content-Length the limit is found while streaming.
         let status_line = chunked_upload(&server, &owner, 40, 4096).await;
         assert!(status_line.contains(" 413 "), "{status_line}");

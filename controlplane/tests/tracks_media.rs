@@ -462,6 +462,31 @@ fn wav_claiming_hours_but_holding_a_second_is_bounded() {
 }
 
 #[test]
+fn flac_whose_streaminfo_claims_hours_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "bomb.flac", 48_000, &["-c:a", "flac"]);
+    let mut flac = std::fs::read(&input).unwrap();
+    assert_eq!(&flac[..4], b"fLaC");
+    assert_eq!(flac[4] & 0x7f, 0, "STREAMINFO is the first metadata block");
+    // STREAMINFO starts at byte 8; bytes 18..26 hold sample rate (20 bits),
+    // channels (3), bits per sample (5) and the total samples (36 bits).
+    let mut packed = u64::from_be_bytes(flac[18..26].try_into().unwrap());
+    let five_hours_of_samples: u64 = 48_000 * 3_600 * 5;
+    packed = (packed & !((1u64 << 36) - 1)) | five_hours_of_samples;
+    flac[18..26].copy_from_slice(&packed.to_be_bytes());
+    std::fs::write(&input, &flac).unwrap();
+    let error = check_refused(&input, &small_config(), |error| {
+        matches!(error, MediaError::TooLong { .. })
+    });
+    match error {
+        MediaError::TooLong { seconds, .. } => {
+            assert_eq!(seconds, 5 * 3_600, "the claimed length is reported")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
 fn input_longer_than_the_bound_is_too_long() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "long.flac", 48_000, &["-c:a", "flac"]);

@@ -34,6 +34,9 @@ use crate::server_process::{
 use super::media::{track_seconds, wav_bytes};
 use super::range_request::Rendition;
 
+/// Uploads tried while the control plane's job queue is full (2 s apart).
+const UPLOAD_ATTEMPTS_MAX: usize = 600;
+
 /// How long either process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -398,24 +401,42 @@ impl TracksClient {
     /// `POST /v1/tracks?title=T{i}&visibility=public`, `audio/wav` → `202`.
     async fn upload(&self, track_idx: usize, wav: Vec<u8>) -> Result<String, VezaTracksError> {
         let step = format!("upload track {track_idx} (POST /v1/tracks)");
-        let request = self
-            .http
-            .post(format!(
-                "{}/v1/tracks?title=T{track_idx}&visibility=public",
-                self.base_url
-            ))
-            .header("content-type", "audio/wav")
-            .body(wav);
-        let (status, body) = self.send(&step, request).await?;
-        if !matches!(status, 201 | 202) {
-            return Err(VezaTracksError::Tracks(format!(
-                "{step}: HTTP {status}: {body}"
-            )));
+        // A full job queue answers 503 with Retry-After, as a client should
+        // expect: wait and send again, within a bound (a server that never
+        // takes the upload still ends the run with an error).
+        for _ in 0..UPLOAD_ATTEMPTS_MAX {
+            let request = self
+                .http
+                .post(format!(
+                    "{}/v1/tracks?title=T{track_idx}&visibility=public",
+                    self.base_url
+                ))
+                .header("content-type", "audio/wav")
+                .body(wav.clone());
+            // A refusal sent while the body is still going out (queue full)
+            // can end the connection under the client: also a reason to
+            // wait and retry.
+            let (status, body) = match self.send(&step, request).await {
+                Ok(answer) => answer,
+                Err(_) => (503, "track_queue_full (connection closed)".to_owned()),
+            };
+            if status == 503 && body.contains("track_queue_full") {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            if !matches!(status, 201 | 202) {
+                return Err(VezaTracksError::Tracks(format!(
+                    "{step}: HTTP {status}: {body}"
+                )));
+            }
+            return serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|value| id_text(&value["id"]))
+                .ok_or_else(|| VezaTracksError::Tracks(format!("{step}: no id in {body}")));
         }
-        serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|value| id_text(&value["id"]))
-            .ok_or_else(|| VezaTracksError::Tracks(format!("{step}: no id in {body}")))
+        Err(VezaTracksError::Tracks(format!(
+            "{step}: the job queue stayed full for {UPLOAD_ATTEMPTS_MAX} attempts"
+        )))
     }
 
     /// Polls every pending track until all are `ready`; `failed` (or any
