@@ -4,10 +4,10 @@
 //! body ([`ListenerBody`]). Bytes and the time since the listener started
 //! are handed in; nothing here reads a socket or a clock.
 //!
-//! Written here rather than taken from `veza_codec::ogg`: that module is a
-//! placeholder while this is written, and a listener needs less than a
-//! demuxer: page boundaries, header fields and the first bytes of each body,
-//! with no page ever buffered (tens of thousands of listeners share two
+//! Written here rather than taken from `veza_codec::ogg`, whose
+//! `parse_page` wants a whole page in one buffer and checks its CRC: a
+//! listener needs less than that: page boundaries, header fields and the
+//! first bytes of each body, with no page ever buffered (tens of thousands of listeners share two
 //! CPUs with the server). The CRC is not checked for the same reason: it
 //! would cost the client a pass over every byte; the capture pattern and
 //! version at every page boundary catch a misaligned stream.
