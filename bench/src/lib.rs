@@ -43,6 +43,7 @@ pub mod control_api;
 pub mod load_generator;
 pub mod nats_client;
 pub mod proc_stat;
+pub mod process_fleet;
 pub mod report;
 pub mod scenario;
 pub mod server_process;

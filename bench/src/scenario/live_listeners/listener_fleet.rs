@@ -1,191 +1,28 @@
-//! The parent's side of the listener processes: start one child per
-//! [`ListenerJob`] (this executable, `live-listener-process`, pinned with
-//! `taskset` when CPUs are given), follow their JSON events, and kill any
-//! child still running when the fleet is dropped, by PID through its
-//! `Child` handle, on every exit path.
-//!
-//! The same exchange as [`crate::client_process`] (whose job and events
-//! are those of chat connections): one JSON line in, JSON lines out, and a
-//! reader thread per child so that the parent waits with a timeout.
+//! The listener processes of `live-listeners`: a [`ProcessFleet`] of
+//! `live-listener-process` children.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use crate::process_fleet::FleetEvent;
+pub use crate::process_fleet::ProcessFleet;
 
-use crate::load_generator::client_threads::join_cpus;
-
-use super::listener_process::{ListenerEvent, ListenerJob, ListenerProcessReport, SUBCOMMAND};
-
-/// How long a child may take to exit once it reported.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct ListenerChild {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Result<ListenerEvent, String>>,
-}
+use super::listener_process::{ListenerEvent, ListenerProcessReport};
 
 /// The running listener processes.
-pub struct ListenerFleet {
-    children: Vec<ListenerChild>,
-}
+pub type ListenerFleet = ProcessFleet<ListenerEvent>;
 
-impl ListenerFleet {
-    /// Starts one child per job on `cpus` (empty: unpinned).
-    pub fn spawn(jobs: &[ListenerJob], cpus: &[usize]) -> Result<ListenerFleet, String> {
-        let exe =
-            std::env::current_exe().map_err(|error| format!("locate this executable: {error}"))?;
-        let mut fleet = ListenerFleet {
-            children: Vec::with_capacity(jobs.len()),
-        };
-        for (process_idx, job) in jobs.iter().enumerate() {
-            let child = spawn_child(&exe, job, cpus)
-                .map_err(|reason| format!("listener process {process_idx}: {reason}"))?;
-            fleet.children.push(child);
-        }
-        Ok(fleet)
-    }
+impl FleetEvent for ListenerEvent {
+    type Report = ListenerProcessReport;
 
-    /// Waits for every child's next event, in child order; a `failed`
-    /// event, a bad line or an exit is an error.
-    pub fn next_events(
-        &mut self,
-        timeout: Duration,
-        waiting_for: &str,
-    ) -> Result<Vec<ListenerEvent>, String> {
-        let deadline = Instant::now() + timeout;
-        let mut events = Vec::with_capacity(self.children.len());
-        for (process_idx, child) in self.children.iter_mut().enumerate() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let event = match child.events.recv_timeout(remaining) {
-                Ok(Ok(ListenerEvent::Failed { reason })) | Ok(Err(reason)) => {
-                    return Err(format!("listener process {process_idx}: {reason}"))
-                }
-                Ok(Ok(event)) => event,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "listener process {process_idx} sent nothing within {timeout:?} (waiting for {waiting_for})"
-                    ))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("listener process {process_idx} exited while {waiting_for} was awaited"))
-                }
-            };
-            events.push(event);
-        }
-        Ok(events)
-    }
-
-    /// Sends `line` to every child.
-    pub fn tell_all(&mut self, line: &str) -> Result<(), String> {
-        for (process_idx, child) in self.children.iter_mut().enumerate() {
-            let stdin = child
-                .stdin
-                .as_mut()
-                .ok_or_else(|| format!("listener process {process_idx}: stdin closed"))?;
-            writeln!(stdin, "{line}")
-                .and_then(|()| stdin.flush())
-                .map_err(|error| {
-                    format!("listener process {process_idx}: write {line:?}: {error}")
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Collects every child's `finished` report and waits for the children
-    /// to exit (killing any that do not in time).
-    pub fn finish(mut self, timeout: Duration) -> Result<Vec<ListenerProcessReport>, String> {
-        let events = self.next_events(timeout, "finished")?;
-        for child in &mut self.children {
-            drop(child.stdin.take());
-            wait_or_kill(&mut child.child, EXIT_TIMEOUT);
-        }
-        Ok(events
-            .into_iter()
-            .map(|event| match event {
-                ListenerEvent::Finished(report) => *report,
-                _ => ListenerProcessReport::default(),
-            })
-            .collect())
-    }
-}
-
-impl Drop for ListenerFleet {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            drop(child.stdin.take());
-            if matches!(child.child.try_wait(), Ok(None)) {
-                let _ = child.child.kill();
-            }
-            let _ = child.child.wait();
+    fn failure(&self) -> Option<&str> {
+        match self {
+            ListenerEvent::Failed { reason } => Some(reason),
+            _ => None,
         }
     }
-}
 
-fn spawn_child(exe: &Path, job: &ListenerJob, cpus: &[usize]) -> Result<ListenerChild, String> {
-    // `taskset` execs the child, so the PID is the child's own.
-    let mut command = if cpus.is_empty() {
-        Command::new(exe)
-    } else {
-        let mut taskset = Command::new("taskset");
-        taskset.arg("-c").arg(join_cpus(cpus)).arg(exe);
-        taskset
-    };
-    let mut child = command
-        .arg(SUBCOMMAND)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|error| format!("spawn {}: {error}", exe.display()))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (sender, events) = mpsc::channel();
-    let mut listener_child = ListenerChild {
-        child,
-        stdin: None,
-        events,
-    };
-    let job_line = serde_json::to_string(job).map_err(|error| error.to_string())?;
-    if let Err(error) = writeln!(stdin, "{job_line}").and_then(|()| stdin.flush()) {
-        let _ = listener_child.child.kill();
-        let _ = listener_child.child.wait();
-        return Err(format!("send the job: {error}"));
-    }
-    listener_child.stdin = Some(stdin);
-    let reader = std::thread::Builder::new()
-        .name("live-listener-events".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let event = match line {
-                    Ok(line) => serde_json::from_str::<ListenerEvent>(&line)
-                        .map_err(|error| format!("bad event {line:?}: {error}")),
-                    Err(error) => Err(error.to_string()),
-                };
-                if sender.send(event).is_err() {
-                    return;
-                }
-            }
-        });
-    if let Err(error) = reader {
-        let _ = listener_child.child.kill();
-        let _ = listener_child.child.wait();
-        return Err(format!("start the event reader: {error}"));
-    }
-    Ok(listener_child)
-}
-
-fn wait_or_kill(child: &mut Child, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    // Bounded by the deadline.
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+    fn into_report(self) -> Option<ListenerProcessReport> {
+        match self {
+            ListenerEvent::Finished(report) => Some(*report),
+            _ => None,
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

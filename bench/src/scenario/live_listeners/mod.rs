@@ -364,7 +364,12 @@ fn measure(
     .map_err(|error| format!("start {}: {error}", options.binaries.ffmpeg.display()))?;
     wait_for_stream(endpoints.address, &endpoints.listener_path, &mut source)?;
     let jobs = jobs(options, endpoints);
-    let mut fleet = ListenerFleet::spawn(&jobs, client_cpus)?;
+    let mut fleet = ListenerFleet::spawn(
+        listener_process::SUBCOMMAND,
+        "listener process",
+        &jobs,
+        client_cpus,
+    )?;
     fleet.next_events(PREPARE_TIMEOUT, "prepared")?;
     let sample = || running.sample().map_err(|error| error.to_string());
     let idle_start = sample()?;

@@ -369,7 +369,12 @@ fn measure(
     sample: impl Fn() -> Result<(ProcessSample, Option<ProcessSample>), ServerError>,
 ) -> Result<RangeRunReport, String> {
     let jobs = jobs(options, catalogue, target);
-    let mut fleet = RangeFleet::spawn(&jobs, placement.client_cpus)?;
+    let mut fleet = RangeFleet::spawn(
+        range_process::SUBCOMMAND,
+        "client process",
+        &jobs,
+        placement.client_cpus,
+    )?;
     fleet.next_events(PREPARE_TIMEOUT, "prepared")?;
     let start_unix_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,191 +1,28 @@
-//! The parent's side of the `track-ranges` client processes: start one
-//! child per [`RangeJob`] (this executable, `track-range-process`, pinned
-//! with `taskset` when CPUs are given), follow their JSON events, and kill
-//! any child still running when the fleet is dropped, by PID through its
-//! `Child` handle, on every exit path.
-//!
-//! The exchange of `live-listeners`' listener fleet, whose job and events
-//! are those of listeners: one JSON line in, JSON lines out, and a reader
-//! thread per child so that the parent waits with a timeout.
+//! The client processes of `track-ranges`: a [`ProcessFleet`] of
+//! `track-range-process` children.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use crate::process_fleet::FleetEvent;
+pub use crate::process_fleet::ProcessFleet;
 
-use crate::load_generator::client_threads::join_cpus;
-
-use super::range_process::{RangeEvent, RangeJob, RangeProcessReport, SUBCOMMAND};
-
-/// How long a child may take to exit once it reported.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct RangeChild {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Result<RangeEvent, String>>,
-}
+use super::range_process::{RangeEvent, RangeProcessReport};
 
 /// The running client processes.
-pub struct RangeFleet {
-    children: Vec<RangeChild>,
-}
+pub type RangeFleet = ProcessFleet<RangeEvent>;
 
-impl RangeFleet {
-    /// Starts one child per job on `cpus` (empty: unpinned).
-    pub fn spawn(jobs: &[RangeJob], cpus: &[usize]) -> Result<RangeFleet, String> {
-        let exe =
-            std::env::current_exe().map_err(|error| format!("locate this executable: {error}"))?;
-        let mut fleet = RangeFleet {
-            children: Vec::with_capacity(jobs.len()),
-        };
-        for (process_idx, job) in jobs.iter().enumerate() {
-            let child = spawn_child(&exe, job, cpus)
-                .map_err(|reason| format!("client process {process_idx}: {reason}"))?;
-            fleet.children.push(child);
-        }
-        Ok(fleet)
-    }
+impl FleetEvent for RangeEvent {
+    type Report = RangeProcessReport;
 
-    /// Waits for every child's next event, in child order; a `failed`
-    /// event, a bad line or an exit is an error.
-    pub fn next_events(
-        &mut self,
-        timeout: Duration,
-        waiting_for: &str,
-    ) -> Result<Vec<RangeEvent>, String> {
-        let deadline = Instant::now() + timeout;
-        let mut events = Vec::with_capacity(self.children.len());
-        for (process_idx, child) in self.children.iter_mut().enumerate() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let event = match child.events.recv_timeout(remaining) {
-                Ok(Ok(RangeEvent::Failed { reason })) | Ok(Err(reason)) => {
-                    return Err(format!("client process {process_idx}: {reason}"))
-                }
-                Ok(Ok(event)) => event,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "client process {process_idx} sent nothing within {timeout:?} (waiting for {waiting_for})"
-                    ))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("client process {process_idx} exited while {waiting_for} was awaited"))
-                }
-            };
-            events.push(event);
-        }
-        Ok(events)
-    }
-
-    /// Sends `line` to every child.
-    pub fn tell_all(&mut self, line: &str) -> Result<(), String> {
-        for (process_idx, child) in self.children.iter_mut().enumerate() {
-            let stdin = child
-                .stdin
-                .as_mut()
-                .ok_or_else(|| format!("client process {process_idx}: stdin closed"))?;
-            writeln!(stdin, "{line}")
-                .and_then(|()| stdin.flush())
-                .map_err(|error| {
-                    format!("client process {process_idx}: write {line:?}: {error}")
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Collects every child's `finished` report and waits for the children
-    /// to exit (killing any that do not in time).
-    pub fn finish(mut self, timeout: Duration) -> Result<Vec<RangeProcessReport>, String> {
-        let events = self.next_events(timeout, "finished")?;
-        for child in &mut self.children {
-            drop(child.stdin.take());
-            wait_or_kill(&mut child.child, EXIT_TIMEOUT);
-        }
-        Ok(events
-            .into_iter()
-            .map(|event| match event {
-                RangeEvent::Finished(report) => *report,
-                _ => RangeProcessReport::default(),
-            })
-            .collect())
-    }
-}
-
-impl Drop for RangeFleet {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            drop(child.stdin.take());
-            if matches!(child.child.try_wait(), Ok(None)) {
-                let _ = child.child.kill();
-            }
-            let _ = child.child.wait();
+    fn failure(&self) -> Option<&str> {
+        match self {
+            RangeEvent::Failed { reason } => Some(reason),
+            _ => None,
         }
     }
-}
 
-fn spawn_child(exe: &Path, job: &RangeJob, cpus: &[usize]) -> Result<RangeChild, String> {
-    // `taskset` execs the child, so the PID is the child's own.
-    let mut command = if cpus.is_empty() {
-        Command::new(exe)
-    } else {
-        let mut taskset = Command::new("taskset");
-        taskset.arg("-c").arg(join_cpus(cpus)).arg(exe);
-        taskset
-    };
-    let mut child = command
-        .arg(SUBCOMMAND)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|error| format!("spawn {}: {error}", exe.display()))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (sender, events) = mpsc::channel();
-    let mut range_child = RangeChild {
-        child,
-        stdin: None,
-        events,
-    };
-    let job_line = serde_json::to_string(job).map_err(|error| error.to_string())?;
-    if let Err(error) = writeln!(stdin, "{job_line}").and_then(|()| stdin.flush()) {
-        let _ = range_child.child.kill();
-        let _ = range_child.child.wait();
-        return Err(format!("send the job: {error}"));
-    }
-    range_child.stdin = Some(stdin);
-    let reader = std::thread::Builder::new()
-        .name("track-range-events".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let event = match line {
-                    Ok(line) => serde_json::from_str::<RangeEvent>(&line)
-                        .map_err(|error| format!("bad event {line:?}: {error}")),
-                    Err(error) => Err(error.to_string()),
-                };
-                if sender.send(event).is_err() {
-                    return;
-                }
-            }
-        });
-    if let Err(error) = reader {
-        let _ = range_child.child.kill();
-        let _ = range_child.child.wait();
-        return Err(format!("start the event reader: {error}"));
-    }
-    Ok(range_child)
-}
-
-fn wait_or_kill(child: &mut Child, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    // Bounded by the deadline.
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+    fn into_report(self) -> Option<RangeProcessReport> {
+        match self {
+            RangeEvent::Finished(report) => Some(*report),
+            _ => None,
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
