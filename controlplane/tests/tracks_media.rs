@@ -146,6 +146,30 @@ fn ffmpeg_loudness(path: &Path) -> (f64, f64) {
 }
 
 /// Transcodes `input` and checks everything a listener would notice.
+/// The EOS page's granule minus the OpusHead's pre-skip is the track's
+/// length in samples at 48 kHz (RFC 7845 §4: end trimming), to within the
+/// millisecond `duration_ms` is rounded to.
+fn assert_end_trimmed_to_the_duration(path: &Path, duration_ms: i64) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offset = 0;
+    let mut pre_skip = None;
+    let mut last_granule = 0;
+    while let Some((page, consumed)) = veza_codec::ogg::parse_page(&bytes[offset..]).unwrap() {
+        if pre_skip.is_none() {
+            pre_skip = Some(veza_codec::ogg::OpusHead::parse(page.body).unwrap().pre_skip);
+        }
+        last_granule = page.granule_position;
+        offset += consumed;
+    }
+    assert_eq!(offset, bytes.len(), "{path:?}: whole pages");
+    let samples = last_granule - u64::from(pre_skip.unwrap());
+    let expected = duration_ms as u64 * 48;
+    assert!(
+        samples.abs_diff(expected) <= 48,
+        "{path:?}: the EOS granule gives {samples} samples, the duration {duration_ms} ms"
+    );
+}
+
 fn check_ladder(input: &Path) {
     let output_dir = tempfile::tempdir().unwrap();
     let config = small_config();
@@ -192,6 +216,7 @@ fn check_ladder(input: &Path) {
             std::fs::metadata(&path).unwrap().len(),
             rendition.size_bytes
         );
+        assert_end_trimmed_to_the_duration(&path, output.duration_ms);
         let opusinfo = Command::new("opusinfo").arg(&path).output().unwrap();
         assert!(
             opusinfo.status.success(),

@@ -112,7 +112,55 @@ fn a_recorded_broadcast_is_stored_whole_at_its_highest_rendition_when_it_ends() 
         let path = world.capture_path("recording.opus");
         write_capture(&path, &response.body, &stream);
         assert_tools_accept(&path, &stream, 2);
+
+        // The finished recording became a track of the stream's owner,
+        // processed like an upload.
+        let track = wait_for_ready_track(&world, Duration::from_secs(60));
+        assert!(
+            track["title"]
+                .as_str()
+                .is_some_and(|title| title.starts_with("Recorded show (live, ")),
+            "{track}"
+        );
+        assert_eq!(track["visibility"], "public", "{track}");
+        let duration_ms = track["duration_ms"].as_i64().expect("duration");
+        assert!(
+            (duration_ms as f64 / 1000.0 - stream.seconds()).abs() < 0.5,
+            "the track lasts as long as the recording: {duration_ms} ms against {:.2} s",
+            stream.seconds()
+        );
+        assert_eq!(
+            track["renditions"].as_array().map(Vec::len),
+            Some(3),
+            "{track}"
+        );
     });
+}
+
+/// The owner's only track, once it is ready.
+fn wait_for_ready_track(world: &LiveWorld, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = world.control.rest(
+            "GET",
+            "/v1/tracks?owner=me",
+            Some(&world.admin_token),
+            Value::Null,
+        );
+        assert_eq!(status, 200, "GET /v1/tracks?owner=me: {body}");
+        if let Some(track) = body["tracks"].as_array().and_then(|tracks| tracks.first()) {
+            assert_ne!(track["status"], "failed", "{track}");
+            if track["status"] == "ready" {
+                return track.clone();
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no ready track within {limit:?}: {body}\n{}",
+            world.control.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]

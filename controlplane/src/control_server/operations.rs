@@ -333,7 +333,7 @@ pub async fn append_recording(
     data: Vec<u8>,
     last: bool,
 ) -> Result<u64, RequestError> {
-    recorder::append(
+    let bytes_total = recorder::append(
         state,
         recorder::Chunk {
             stream_id,
@@ -343,7 +343,16 @@ pub async fn append_recording(
             last,
         },
     )
-    .await
+    .await?;
+    if last {
+        // The answer does not wait for the import; a recording not imported
+        // now (a crash) is imported at the next start.
+        let state = state.clone();
+        tokio::spawn(async move {
+            crate::tracks::recording_import::import(&state, stream_id, recording_id).await;
+        });
+    }
+    Ok(bytes_total)
 }
 
 /// A ready track's metadata; `NotFound` when it does not exist or is not

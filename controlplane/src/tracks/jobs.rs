@@ -75,7 +75,7 @@ impl TrackJobs {
         self.queue.lock().expect("job queue lock").waiting.len()
     }
 
-    fn push(&self, track_id: i64, was_reserved: bool) {
+    pub(super) fn push(&self, track_id: i64, was_reserved: bool) {
         let mut queue = self.queue.lock().expect("job queue lock");
         if was_reserved {
             queue.reserved -= 1;
@@ -168,6 +168,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
     for (track_id,) in unfinished {
         state.tracks.push(track_id, false);
     }
+    super::recording_import::import_pending(state).await;
     for worker_idx in 0..state.config.tracks.workers {
         let worker = Worker {
             runtime: Handle::current(),

@@ -43,6 +43,7 @@ pub mod media;
 
 pub mod jobs;
 pub mod lookup;
+pub mod recording_import;
 pub mod signed_url;
 mod track;
 mod upload;

@@ -406,7 +406,9 @@ fn encode(
     debug_assert_eq!(ladder.pending_sample_count(), 0);
     let mut renditions = Vec::with_capacity(writers.len());
     for writer in writers {
-        renditions.push(writer.finish(frames_needed)?);
+        // The EOS granule is pre-skip + the source's frames; the padding
+        // after them is trimmed by the decoder.
+        renditions.push(writer.finish(frame_count)?);
     }
     waveform.write(staged)?;
     Ok(Encoded {
