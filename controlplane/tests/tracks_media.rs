@@ -156,7 +156,11 @@ fn assert_end_trimmed_to_the_duration(path: &Path, duration_ms: i64) {
     let mut last_granule = 0;
     while let Some((page, consumed)) = veza_codec::ogg::parse_page(&bytes[offset..]).unwrap() {
         if pre_skip.is_none() {
-            pre_skip = Some(veza_codec::ogg::OpusHead::parse(page.body).unwrap().pre_skip);
+            pre_skip = Some(
+                veza_codec::ogg::OpusHead::parse(page.body)
+                    .unwrap()
+                    .pre_skip,
+            );
         }
         last_granule = page.granule_position;
         offset += consumed;
