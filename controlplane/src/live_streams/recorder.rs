@@ -21,12 +21,9 @@
 //! written again. Chunks are not fsynced one by one: a crash loses at most
 //! the unsynced tail of a recording that could not have been completed anyway.
 //!
-//! Hook for tracks (issue "tracks"): a `complete` row is a finished Ogg Opus
-//! file of the stream's owner (`live_streams.owner_user_id`) at
-//! [`RecordingFile::complete_path`]. The tracks area turns it into a track of
-//! that owner by calling its import from [`finish`] (after the row is
-//! `complete`) — or, to keep the control request short, by picking up
-//! `complete` rows with no track yet — and then may delete the file.
+//! A `complete` recording becomes a track of the stream's owner:
+//! `crate::tracks::recording_import` imports it right after the last chunk
+//! is answered (and at start for any left), and the row keeps the track's id.
 //!
 //! File I/O runs on tokio's blocking pool (`spawn_blocking`); no async thread
 //! ever blocks on the disk.
