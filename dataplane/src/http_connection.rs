@@ -445,7 +445,10 @@ impl HttpConnection {
         let head = ResponseHead {
             status: response.status,
             content_type: Some(response.content_type),
-            content_length: Some(response.body.len() as u64),
+            // 204 and 304 have no body; a 304 may carry only the full
+            // representation's length (RFC 9110 §8.6), so none is sent.
+            content_length: (!matches!(response.status, 204 | 304))
+                .then_some(response.body.len() as u64),
             keep_alive,
             extra_headers: &extra,
             date: date.as_str(),

@@ -119,7 +119,14 @@ fn tracks_are_served_with_ranges_conditions_access_rules_and_plays() {
             assert_eq!(response.status, 200, "{whole}");
             assert_eq!(response.body, file, "{whole}");
         }
-        assert_eq!(world.get(&audio, &[("If-None-Match", &etag)]).status, 304);
+        let not_modified = world.get(&audio, &[("If-None-Match", &etag)]);
+        assert_eq!(not_modified.status, 304);
+        assert_eq!(
+            not_modified.header("content-length"),
+            None,
+            "a 304 does not claim an empty representation"
+        );
+        assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
         let if_range_hit = world.get(&audio, &[("Range", "bytes=0-9"), ("If-Range", &etag)]);
         assert_eq!(if_range_hit.status, 206);
         let if_range_date = world.get(
