@@ -69,11 +69,13 @@ pub enum LimitKind {
     TracksReadBuffers,
     /// `tracks.plays_tracks_max`: a play was dropped.
     TracksPlaysTracks,
+    /// `tracks.open_files_max`: a kept file was closed to make room.
+    TracksOpenFiles,
 }
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 27] = [
+    pub const ALL: [LimitKind; 28] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -101,6 +103,7 @@ impl LimitKind {
         LimitKind::TracksMetaCacheEntries,
         LimitKind::TracksReadBuffers,
         LimitKind::TracksPlaysTracks,
+        LimitKind::TracksOpenFiles,
     ];
 
     /// The `limit` label value.
@@ -133,6 +136,7 @@ impl LimitKind {
             LimitKind::TracksMetaCacheEntries => "tracks_meta_cache_entries",
             LimitKind::TracksReadBuffers => "tracks_read_buffers",
             LimitKind::TracksPlaysTracks => "tracks_plays_tracks",
+            LimitKind::TracksOpenFiles => "tracks_open_files",
         }
     }
 
@@ -196,6 +200,12 @@ pub struct ShardMetrics {
     pub chat_persist_queue_depth: AtomicI64,
     /// Rooms this shard owns (sequences) right now.
     pub chat_rooms_owned: AtomicI64,
+    /// Track bodies sent from the page cache with `sendfile`.
+    pub tracks_zero_copy_bodies_total: AtomicU64,
+    /// Track bodies read into a read buffer and written.
+    pub tracks_buffered_bodies_total: AtomicU64,
+    /// Track files the shard keeps open.
+    pub tracks_open_files: AtomicI64,
     limit_hits_total: [AtomicU64; LimitKind::ALL.len()],
     driver: AtomicU8,
     /// The shard accepts connections.
@@ -278,7 +288,7 @@ pub fn render_prometheus(
     missing_shards: &[usize],
 ) -> String {
     let mut out = String::with_capacity(8192);
-    let counters: [CounterSeries; 15] = [
+    let counters: [CounterSeries; 18] = [
         ("veza_connections_open", "gauge", "Open connections.", |m| {
             m.connections_open.load(Ordering::Relaxed)
         }),
@@ -365,6 +375,24 @@ pub fn render_prometheus(
             "gauge",
             "Rooms the shard sequences.",
             |m| m.chat_rooms_owned.load(Ordering::Relaxed),
+        ),
+        (
+            "veza_tracks_zero_copy_bodies_total",
+            "counter",
+            "Track bodies sent from the page cache with sendfile.",
+            |m| m.tracks_zero_copy_bodies_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_tracks_buffered_bodies_total",
+            "counter",
+            "Track bodies read with io_uring into a read buffer and written.",
+            |m| m.tracks_buffered_bodies_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_tracks_open_files",
+            "gauge",
+            "Track files the shard keeps open (tracks.open_files_max).",
+            |m| m.tracks_open_files.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, read) in counters {

@@ -428,10 +428,24 @@ pub type ShardRuntime = monoio::FusionRuntime<
 /// `MONOIO_FORCE_LEGACY_DRIVER=1`); if building the io_uring runtime fails
 /// (for example RLIMIT_MEMLOCK or a seccomp filter), retries with epoll.
 pub fn build_runtime(io_uring_entries: u32) -> std::io::Result<(ShardRuntime, DriverKind)> {
+    // Completions need not interrupt the shard (COOP_TASKRUN: their work
+    // runs when the shard next enters the kernel, which it does to submit
+    // or to wait), and only this thread submits (SINGLE_ISSUER). Kernels
+    // older than 6.0 refuse the flags; the ring is then built without them.
+    let mut cooperative = io_uring::IoUring::builder();
+    cooperative.setup_coop_taskrun().setup_single_issuer();
     let fused = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .with_entries(io_uring_entries)
+        .uring_builder(cooperative)
         .enable_timer()
-        .build();
+        .build()
+        .or_else(|error| {
+            tracing::info!(%error, "io_uring refused COOP_TASKRUN|SINGLE_ISSUER; building the ring without them");
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(io_uring_entries)
+                .enable_timer()
+                .build()
+        });
     let runtime = match fused {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -52,4 +52,7 @@ pub use body::{BodyChunk, BodyDecoder};
 pub use date::HttpDate;
 pub use parse::{parse_request_head, RequestError, RequestLimits};
 pub use request::{BodyFraming, RequestHead};
-pub use response::{reason_phrase, write_error_response, write_response_head, ResponseHead};
+pub use response::{
+    reason_phrase, write_error_response, write_response_head, write_response_head_with_fields,
+    ResponseHead,
+};

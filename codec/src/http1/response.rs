@@ -99,8 +99,15 @@ pub struct ResponseHead<'a> {
 /// `Content-Length` and `Connection` where they apply, the extra headers and
 /// the blank line that ends the head.
 pub fn write_response_head(head: &ResponseHead<'_>, out: &mut BytesMut) {
+    write_response_head_with_fields(head, b"", out);
+}
+
+/// [`write_response_head`] with `fields` (complete `Name: value\r\n`
+/// lines, prepared once by the caller) after the extra headers.
+pub fn write_response_head_with_fields(head: &ResponseHead<'_>, fields: &[u8], out: &mut BytesMut) {
     debug_assert!((100..=999).contains(&head.status), "status {}", head.status);
-    out.reserve(response_head_bytes_estimate(head));
+    debug_assert!(fields.is_empty() || fields.ends_with(b"\r\n"));
+    out.reserve(response_head_bytes_estimate(head) + fields.len());
     out.put_slice(b"HTTP/1.1 ");
     put_decimal(out, u64::from(head.status));
     out.put_u8(b' ');
@@ -121,6 +128,7 @@ pub fn write_response_head(head: &ResponseHead<'_>, out: &mut BytesMut) {
     for (name, value) in head.extra_headers {
         put_header(out, name, value);
     }
+    out.put_slice(fields);
     out.put_slice(b"\r\n");
 }
 
@@ -271,6 +279,26 @@ mod tests {
             },
             "HTTP/1.1 599 \r\nServer: veza\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
              Content-Length: 0\r\n\r\n",
+        );
+    }
+
+    #[test]
+    fn prepared_fields_follow_the_extra_headers() {
+        let mut out = BytesMut::new();
+        write_response_head_with_fields(
+            &ResponseHead {
+                content_length: Some(3),
+                extra_headers: &[("Content-Range", "bytes 0-2/9")],
+                ..head(206)
+            },
+            b"ETag: \"e\"\r\nAccept-Ranges: bytes\r\n",
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 206 Partial Content\r\nServer: veza\r\n\
+             Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 3\r\n\
+             Content-Range: bytes 0-2/9\r\nETag: \"e\"\r\nAccept-Ranges: bytes\r\n\r\n"
         );
     }
 

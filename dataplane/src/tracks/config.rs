@@ -26,6 +26,17 @@ pub struct TracksConfig {
     /// How long a download waits for a free read buffer before it is
     /// answered 503.
     pub read_buffer_wait_ms_max: u64,
+    /// Bodies already in the page cache go from it to the socket with
+    /// `sendfile(2)` (no copy through user space); others, and all bodies
+    /// when false, are read with io_uring into the read buffers.
+    pub zero_copy: bool,
+    /// Rendition and waveform files one shard keeps open (nginx's
+    /// `open_file_cache`); past it the oldest is closed. 0: every request
+    /// opens its file.
+    pub open_files_max: usize,
+    /// How long a kept file is used before it is opened again (a
+    /// `TrackChanged` push closes it sooner).
+    pub open_files_ttl_ms: u64,
     /// How often a shard reports the plays it counted to the control plane.
     pub plays_report_interval_ms: u64,
     /// Tracks with unreported plays one shard keeps; plays of further
@@ -46,6 +57,9 @@ impl Default for TracksConfig {
             read_buffers_per_shard: 256,
             read_buffer_bytes: 65_536,
             read_buffer_wait_ms_max: 5_000,
+            zero_copy: true,
+            open_files_max: 1_024,
+            open_files_ttl_ms: 60_000,
             plays_report_interval_ms: 5_000,
             plays_tracks_max: 65_536,
             cache_control_public: "public, max-age=31536000, immutable".into(),
@@ -62,7 +76,7 @@ impl TracksConfig {
 
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 7] = [
+        let positive: [(&str, u64); 8] = [
             (
                 "tracks.meta_cache_entries_max",
                 self.meta_cache_entries_max as u64,
@@ -81,6 +95,7 @@ impl TracksConfig {
                 "tracks.plays_report_interval_ms",
                 self.plays_report_interval_ms,
             ),
+            ("tracks.open_files_ttl_ms", self.open_files_ttl_ms),
             ("tracks.plays_tracks_max", self.plays_tracks_max as u64),
         ];
         for (key, value) in positive {
@@ -141,6 +156,11 @@ mod tests {
                 "VEZA_TRACKS_META_CACHE_TTL_MS",
                 "0",
                 "tracks.meta_cache_ttl_ms",
+            ),
+            (
+                "VEZA_TRACKS_OPEN_FILES_TTL_MS",
+                "0",
+                "tracks.open_files_ttl_ms",
             ),
         ] {
             let error = Config::load(None, vec![(variable.into(), value.into())]).unwrap_err();

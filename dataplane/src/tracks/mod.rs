@@ -9,30 +9,34 @@
 //!    unlisted link's secret, the owner's bearer token, or a signed URL
 //!    verified with the control plane's signing keys.
 //! 3. The rendition nearest `?br=` (default [`DEFAULT_BITRATE_KBPS`]) is
-//!    opened under `tracks.media_dir` (the relative path is checked first)
-//!    and `veza_codec::http1::range` plans the answer: 200, 206, 304 or 416.
-//! 4. The body is read and written one pooled buffer at a time
-//!    ([`send`]); the connection driver hands the socket over for it.
+//!    taken from the shard's open files ([`open_files`]) or opened under
+//!    `tracks.media_dir` (the relative path is checked first), and
+//!    `veza_codec::http1::range` plans the answer: 200, 206, 304 or 416.
+//! 4. A body already in the page cache goes to the socket with `sendfile`
+//!    ([`zero_copy`]); any other is read and written one pooled buffer at a
+//!    time ([`send`]). The connection driver hands the socket over for it.
 //! 5. A GET whose body starts at byte 0 counts one play; each shard reports
 //!    its counts every `tracks.plays_report_interval_ms` (`RecordPlays`),
 //!    keeping them for the next report when that fails.
 
 pub mod access;
 pub mod config;
+pub mod open_files;
 pub mod send;
+pub mod zero_copy;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use veza_codec::http1::range::{plan, Conditions, Representation, ServePlan};
-use veza_codec::http1::{write_response_head, HttpDate, RequestHead, ResponseHead};
+use veza_codec::http1::range::{plan, Conditions, Representation};
+use veza_codec::http1::{write_response_head_with_fields, HttpDate, RequestHead, ResponseHead};
 use veza_proto::control::{Push, RequestErrorCode, TrackMeta, TrackPlays, TrackVisibility};
 
 pub use config::TracksConfig;
@@ -42,6 +46,7 @@ use crate::metrics::{LimitKind, ShardMetrics};
 use crate::routes::{Response, Routed};
 use crate::shard::Shard;
 use access::{Access, Credentials, SignedUrl};
+use open_files::{OpenFile, OpenFileCache};
 use send::{LentBuffer, ReadBufferPool, SendOutcome};
 
 /// The rendition served without `?br=` (the nearest one).
@@ -54,6 +59,8 @@ const TRACK_ID_DIGITS_MAX: usize = 18;
 pub struct TracksShard {
     /// Metadata by track id.
     pub cache: Rc<RefCell<MetaCache>>,
+    /// Open files by relative path.
+    pub open_files: Rc<RefCell<OpenFileCache>>,
     /// Read buffers for downloads.
     pub buffers: Rc<ReadBufferPool>,
     /// Plays counted since the last report, by track id.
@@ -67,6 +74,10 @@ impl TracksShard {
             cache: Rc::new(RefCell::new(MetaCache::new(
                 config.meta_cache_entries_max,
                 Duration::from_millis(config.meta_cache_ttl_ms),
+            ))),
+            open_files: Rc::new(RefCell::new(OpenFileCache::new(
+                config.open_files_max,
+                Duration::from_millis(config.open_files_ttl_ms),
             ))),
             buffers: ReadBufferPool::new(config.read_buffers_per_shard, config.read_buffer_bytes),
             plays: RefCell::default(),
@@ -154,10 +165,20 @@ impl MetaCache {
 /// Registers the push handler and starts the plays reporter of a shard.
 pub fn start(shard: &Rc<Shard>) {
     let cache = shard.tracks.cache.clone();
-    shard.control.on_push(Box::new(move |push| match push {
-        Push::TrackChanged { track_id } => cache.borrow_mut().invalidate(Some(*track_id)),
-        Push::Resync => cache.borrow_mut().invalidate(None),
-        _ => {}
+    let open_files = shard.tracks.open_files.clone();
+    let metrics = shard.metrics.clone();
+    shard.control.on_push(Box::new(move |push| {
+        let track_id = match push {
+            Push::TrackChanged { track_id } => Some(*track_id),
+            Push::Resync => None,
+            _ => return,
+        };
+        cache.borrow_mut().invalidate(track_id);
+        let mut open_files = open_files.borrow_mut();
+        open_files.invalidate(track_id);
+        metrics
+            .tracks_open_files
+            .store(open_files.len() as i64, std::sync::atomic::Ordering::Relaxed);
     }));
     if shard.process.config.tracks.is_enabled() && shard.control.is_configured() {
         monoio::spawn(report_plays(shard.clone()));
@@ -215,12 +236,24 @@ enum Asset {
 pub struct FileResponse {
     status: u16,
     content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-    file: monoio::fs::File,
+    /// `Content-Range`, for a 206.
+    content_range: Option<String>,
+    /// Public tracks get `tracks.cache_control_public`, others the private one.
+    is_public: bool,
+    file: Rc<OpenFile>,
     body: Range<u64>,
-    /// `None` for HEAD: no body is sent.
-    lent: Option<LentBuffer>,
-    path: PathBuf,
+    source: BodySource,
+    track_id: i64,
+}
+
+/// How a body is sent.
+enum BodySource {
+    /// HEAD: none is.
+    None,
+    /// `sendfile` from the page cache.
+    ZeroCopy,
+    /// io_uring reads into this buffer, each written before the next.
+    Buffered(LentBuffer),
 }
 
 /// Routes `/v1/tracks/...`.
@@ -259,7 +292,7 @@ async fn answer(
     }
     let meta = track_meta(shard, track_id).await?;
     check_access(shard, head, &meta)?;
-    let (relative_path, bitrate_kbps) = match asset {
+    let (relative_path, rendition) = match asset {
         Asset::Audio => {
             let wanted = query_value(head, "br")
                 .and_then(|value| value.parse().ok())
@@ -269,42 +302,11 @@ async fn answer(
         }
         Asset::Waveform => (meta.waveform_relative_path.as_str(), None),
     };
-    let full_path = access::media_path(Path::new(&config.media_dir), relative_path).map_err(|error| {
-        tracing::error!(shard = shard.idx, track_id, %error, "the control plane sent a media path outside the media directory");
-        Response::error(500, "media_path_refused", "the track's stored path is invalid")
-    })?;
-    let file = open(&full_path, track_id).await?;
-    let metadata = file
-        .metadata()
-        .await
-        .map_err(|error| file_error(&full_path, track_id, &error))?;
-    let size_bytes = metadata.len();
-    let (etag, last_modified_unix_s) = match bitrate_kbps {
-        Some(rendition) => {
-            if rendition.size_bytes != size_bytes {
-                tracing::warn!(shard = shard.idx, track_id, path = %full_path.display(), announced = rendition.size_bytes, on_disk = size_bytes, "rendition size differs from its metadata; serving the file on disk");
-            }
-            (
-                rendition.etag.clone(),
-                rendition.modified_at_ms.div_euclid(1000),
-            )
-        }
-        None => {
-            let modified_unix_s = metadata
-                .modified()
-                .ok()
-                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |elapsed| elapsed.as_secs() as i64);
-            (
-                format!("\"{size_bytes:x}-{modified_unix_s:x}\""),
-                modified_unix_s,
-            )
-        }
-    };
+    let file = open_file(shard, track_id, relative_path, rendition).await?;
     let representation = Representation {
-        size_bytes,
-        etag: &etag,
-        last_modified_unix_s,
+        size_bytes: file.size_bytes,
+        etag: &file.etag,
+        last_modified_unix_s: file.last_modified_unix_s,
     };
     let conditions = Conditions {
         is_get: !head.is_head(),
@@ -314,55 +316,11 @@ async fn answer(
         if_range: head.header("if-range"),
     };
     let serve_plan = plan(&representation, &conditions);
-    let cache_control = match meta.visibility {
-        TrackVisibility::Public => &config.cache_control_public,
-        TrackVisibility::Unlisted | TrackVisibility::Private => &config.cache_control_private,
-    };
-    let mut headers = vec![
-        ("Accept-Ranges", "bytes".to_owned()),
-        ("ETag", etag.clone()),
-        ("Last-Modified", http_date(last_modified_unix_s)),
-        ("Cache-Control", cache_control.clone()),
-    ];
-    if asset == Asset::Audio {
-        headers.push(("Vary", "Authorization".to_owned()));
-    }
-    headers.extend(
-        serve_plan
-            .headers()
-            .map(|(name, value)| (name, value.to_owned())),
-    );
+    let is_public = meta.visibility == TrackVisibility::Public;
     let content_type = match asset {
         Asset::Audio => "audio/ogg",
         Asset::Waveform => "application/json",
     };
-    finish(
-        shard,
-        head,
-        track_id,
-        asset,
-        serve_plan,
-        headers,
-        content_type,
-        file,
-        full_path,
-    )
-    .await
-}
-
-// The parts of one answer, gathered above; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    shard: &Rc<Shard>,
-    head: &RequestHead,
-    track_id: i64,
-    asset: Asset,
-    serve_plan: ServePlan,
-    headers: Vec<(&'static str, String)>,
-    content_type: &'static str,
-    file: monoio::fs::File,
-    path: PathBuf,
-) -> Result<FileResponse, Response> {
     if matches!(serve_plan.status, 304 | 416) {
         let mut response = Response::error(
             416,
@@ -374,16 +332,23 @@ async fn finish(
             response.body = bytes::Bytes::new();
             response.content_type = content_type;
         }
-        response.extra_headers.extend(headers);
+        response
+            .extra_headers
+            .push(("Cache-Control", cache_control(config, is_public).to_owned()));
+        response.extra_headers.extend(file.fields.iter().cloned());
+        response.extra_headers.extend(
+            serve_plan
+                .headers()
+                .map(|(name, value)| (name, value.to_owned())),
+        );
         return Err(response);
     }
-    let lent = if head.is_head() {
-        None
+    let source = if head.is_head() {
+        BodySource::None
+    } else if config.zero_copy && file.is_cached(serve_plan.body.clone()) {
+        BodySource::ZeroCopy
     } else {
-        let config = &shard.process.config.tracks;
-        let wait = Duration::from_millis(config.read_buffer_wait_ms_max);
-        let lent = shard.tracks.buffers.lend(wait, &shard.metrics).await;
-        Some(lent.ok_or_else(|| {
+        BodySource::Buffered(lend_buffer(shard).await.ok_or_else(|| {
             Response::error(
                 503,
                 "tracks_busy",
@@ -392,18 +357,33 @@ async fn finish(
             .with_header("Retry-After", "1")
         })?)
     };
-    if asset == Asset::Audio && lent.is_some() && serve_plan.body.start == 0 {
+    if asset == Asset::Audio && !head.is_head() && serve_plan.body.start == 0 {
         count_play(shard, track_id);
     }
     Ok(FileResponse {
         status: serve_plan.status,
         content_type,
-        headers,
+        content_range: serve_plan.content_range,
+        is_public,
         file,
         body: serve_plan.body,
-        lent,
-        path,
+        source,
+        track_id,
     })
+}
+
+fn cache_control(config: &TracksConfig, is_public: bool) -> &str {
+    if is_public {
+        &config.cache_control_public
+    } else {
+        &config.cache_control_private
+    }
+}
+
+/// A read buffer, waiting at most `tracks.read_buffer_wait_ms_max`.
+async fn lend_buffer(shard: &Shard) -> Option<LentBuffer> {
+    let wait = Duration::from_millis(shard.process.config.tracks.read_buffer_wait_ms_max);
+    shard.tracks.buffers.lend(wait, &shard.metrics).await
 }
 
 /// Writes the head of `response` after whatever `out` holds, then its body
@@ -417,42 +397,79 @@ pub async fn send_file(
     keep_alive: bool,
     is_http_1_0: bool,
 ) -> bool {
-    if keep_alive && is_http_1_0 {
-        response.headers.push(("Connection", "keep-alive".into()));
-    }
     {
-        let headers: Vec<(&str, &str)> = response
-            .headers
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
+        let config = &shard.process.config.tracks;
+        let mut headers: [(&str, &str); 3] = [("", ""); 3];
+        let mut count = 0;
+        for header in [
+            Some(("Cache-Control", cache_control(config, response.is_public))),
+            response
+                .content_range
+                .as_deref()
+                .map(|value| ("Content-Range", value)),
+            (keep_alive && is_http_1_0).then_some(("Connection", "keep-alive")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            headers[count] = header;
+            count += 1;
+        }
         let date = shard.date();
-        write_response_head(
+        write_response_head_with_fields(
             &ResponseHead {
                 status: response.status,
                 content_type: Some(response.content_type),
                 content_length: Some(response.body.end - response.body.start),
                 keep_alive,
-                extra_headers: &headers,
+                extra_headers: &headers[..count],
                 date: date.as_str(),
             },
+            response.file.head_fields.as_bytes(),
             out,
         );
     }
-    let (written, returned) = stream.write_all(std::mem::take(out)).await;
-    *out = returned;
-    ShardMetrics::add(&shard.metrics.bytes_sent_total, out.len() as u64);
-    out.clear();
-    if written.is_err() {
-        return false;
-    }
-    let Some(mut lent) = response.lent.take() else {
-        return true;
-    };
     let write_timeout = Duration::from_millis(shard.process.config.limits.idle_timeout_ms);
+    let body = response.body.clone();
+    let mut lent = match std::mem::replace(&mut response.source, BodySource::None) {
+        BodySource::ZeroCopy => {
+            ShardMetrics::add(&shard.metrics.tracks_zero_copy_bodies_total, 1);
+            let file = &response.file.file;
+            match zero_copy::send_head_and_range(
+                stream,
+                shard.driver == crate::metrics::DriverKind::IoUring,
+                out,
+                file,
+                body.clone(),
+                write_timeout,
+                &shard.metrics,
+            )
+            .await
+            {
+                SendOutcome::Unsupported => {
+                    tracing::warn!(shard = shard.idx, track_id = response.track_id, "sendfile cannot send this file; reading it instead");
+                    match lend_buffer(shard).await {
+                        Some(lent) => lent,
+                        None => return false,
+                    }
+                }
+                outcome => return finished(shard, &response, outcome),
+            }
+        }
+        source => {
+            if !flush_head(stream, out, &shard.metrics).await {
+                return false;
+            }
+            match source {
+                BodySource::Buffered(lent) => lent,
+                _ => return true,
+            }
+        }
+    };
+    ShardMetrics::add(&shard.metrics.tracks_buffered_bodies_total, 1);
     let outcome = send::send_range(
-        &response.file,
-        response.body.clone(),
+        &response.file.file,
+        body,
         stream,
         &mut lent,
         write_timeout,
@@ -460,11 +477,24 @@ pub async fn send_file(
     )
     .await;
     drop(lent);
+    finished(shard, &response, outcome)
+}
+
+async fn flush_head(stream: &mut TcpStream, out: &mut BytesMut, metrics: &ShardMetrics) -> bool {
+    let (written, returned) = stream.write_all(std::mem::take(out)).await;
+    *out = returned;
+    ShardMetrics::add(&metrics.bytes_sent_total, out.len() as u64);
+    out.clear();
+    written.is_ok()
+}
+
+/// Whether the connection goes on after a body ended with `outcome`.
+fn finished(shard: &Shard, response: &FileResponse, outcome: SendOutcome) -> bool {
     match outcome {
         SendOutcome::Complete => true,
-        SendOutcome::ClientGone => false,
+        SendOutcome::ClientGone | SendOutcome::Unsupported => false,
         SendOutcome::FileFailed(reason) => {
-            tracing::error!(shard = shard.idx, path = %response.path.display(), %reason, "reading a track failed mid-body; closing the connection");
+            tracing::error!(shard = shard.idx, track_id = response.track_id, path = %response.file.path.display(), %reason, "reading a track failed mid-body; closing the connection");
             false
         }
     }
@@ -585,10 +615,90 @@ fn query_value(head: &RequestHead, name: &str) -> Option<String> {
     })
 }
 
-async fn open(path: &Path, track_id: i64) -> Result<monoio::fs::File, Response> {
-    monoio::fs::File::open(path)
+/// The file at `relative_path` under the media directory: a kept one
+/// opened for the same rendition, or one opened now (and kept).
+async fn open_file(
+    shard: &Shard,
+    track_id: i64,
+    relative_path: &str,
+    rendition: Option<&veza_proto::control::TrackRendition>,
+) -> Result<Rc<OpenFile>, Response> {
+    let cache = &shard.tracks.open_files;
+    let cache_etag = rendition.map_or("", |rendition| rendition.etag.as_str());
+    if let Some(file) = cache
+        .borrow()
+        .get(relative_path, cache_etag, quanta::Instant::now())
+    {
+        return Ok(file);
+    }
+    let generation = cache.borrow().generation();
+    let media_dir = Path::new(&shard.process.config.tracks.media_dir);
+    let path = access::media_path(media_dir, relative_path).map_err(|error| {
+        tracing::error!(shard = shard.idx, track_id, %error, "the control plane sent a media path outside the media directory");
+        Response::error(500, "media_path_refused", "the track's stored path is invalid")
+    })?;
+    let file = monoio::fs::File::open(&path)
         .await
-        .map_err(|error| file_error(path, track_id, &error))
+        .map_err(|error| file_error(&path, track_id, &error))?;
+    let metadata = file
+        .metadata()
+        .await
+        .map_err(|error| file_error(&path, track_id, &error))?;
+    let size_bytes = metadata.len();
+    let (etag, last_modified_unix_s) = match rendition {
+        Some(rendition) => {
+            if rendition.size_bytes != size_bytes {
+                tracing::warn!(shard = shard.idx, track_id, path = %path.display(), announced = rendition.size_bytes, on_disk = size_bytes, "rendition size differs from its metadata; serving the file on disk");
+            }
+            (
+                rendition.etag.clone(),
+                rendition.modified_at_ms.div_euclid(1000),
+            )
+        }
+        None => {
+            let modified_unix_s = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |elapsed| elapsed.as_secs() as i64);
+            (
+                format!("\"{size_bytes:x}-{modified_unix_s:x}\""),
+                modified_unix_s,
+            )
+        }
+    };
+    let mut fields = vec![
+        ("Accept-Ranges", "bytes".to_owned()),
+        ("ETag", etag.clone()),
+        ("Last-Modified", http_date(last_modified_unix_s)),
+    ];
+    if rendition.is_some() {
+        fields.push(("Vary", "Authorization".to_owned()));
+    }
+    let opened = Rc::new(OpenFile::new(
+        file,
+        path,
+        size_bytes,
+        etag,
+        last_modified_unix_s,
+        fields,
+    ));
+    let mut cache = cache.borrow_mut();
+    if cache.insert(
+        relative_path,
+        track_id,
+        cache_etag,
+        opened.clone(),
+        generation,
+        quanta::Instant::now(),
+    ) {
+        shard.metrics.limit_hit(LimitKind::TracksOpenFiles);
+    }
+    shard.metrics.tracks_open_files.store(
+        cache.len() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(opened)
 }
 
 fn file_error(path: &Path, track_id: i64, error: &std::io::Error) -> Response {

@@ -121,6 +121,8 @@ pub enum SendOutcome {
     ClientGone,
     /// The file could not be read or is shorter than announced.
     FileFailed(String),
+    /// `sendfile` cannot send this file; nothing of the body was sent.
+    Unsupported,
 }
 
 /// Reads `range` of `file` chunk by chunk into `lent` and writes each chunk
