@@ -184,10 +184,15 @@ fn check_io_uring(facts: &MachineFacts) -> Check {
 }
 
 fn check_nofile(config: &Config, facts: &MachineFacts, shard_count: u64) -> Check {
-    let needed =
-        shard_count * (config.limits.connections_per_shard_max as u64 + FDS_PER_SHARD_OVERHEAD);
+    let kept_files = if config.tracks.is_enabled() {
+        config.tracks.open_files_max as u64
+    } else {
+        0
+    };
+    let needed = shard_count
+        * (config.limits.connections_per_shard_max as u64 + kept_files + FDS_PER_SHARD_OVERHEAD);
     let finding = format!(
-        "RLIMIT_NOFILE {} for {} shards x {} connections (needs {needed})",
+        "RLIMIT_NOFILE {} for {} shards x ({} connections + {kept_files} kept track files) (needs {needed})",
         facts.nofile_soft, shard_count, config.limits.connections_per_shard_max
     );
     if facts.nofile_soft >= needed {
@@ -197,7 +202,7 @@ fn check_nofile(config: &Config, facts: &MachineFacts, shard_count: u64) -> Chec
             "nofile",
             Verdict::Warn,
             finding,
-            format!("ulimit -n {needed} (LimitNOFILE= in the systemd unit), or lower limits.connections_per_shard_max"),
+            format!("ulimit -n {needed} (LimitNOFILE= in the systemd unit), or lower limits.connections_per_shard_max or tracks.open_files_max"),
         )
     }
 }
@@ -352,6 +357,19 @@ mod tests {
             checks.iter().all(|check| check.verdict == Verdict::Pass),
             "{checks:?}"
         );
+    }
+
+    #[test]
+    fn kept_track_files_count_against_the_open_files_limit() {
+        let mut config = Config::default();
+        let mut facts = healthy();
+        facts.nofile_soft =
+            4 * (config.limits.connections_per_shard_max as u64 + FDS_PER_SHARD_OVERHEAD + 10);
+        assert_eq!(check_nofile(&config, &facts, 4).verdict, Verdict::Pass);
+        config.tracks.media_dir = "/srv/veza/media".into();
+        let check = check_nofile(&config, &facts, 4);
+        assert_eq!(check.verdict, Verdict::Warn, "{check:?}");
+        assert!(check.fix.contains("tracks.open_files_max"));
     }
 
     #[test]

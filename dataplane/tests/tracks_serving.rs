@@ -274,3 +274,141 @@ fn tracks_are_served_with_ranges_conditions_access_rules_and_plays() {
         });
     });
 }
+
+/// The open files the data plane holds under `dir`, as `/proc` names them
+/// (a deleted file ends in " (deleted)").
+fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.starts_with(dir.to_str().unwrap()))
+        .collect()
+}
+
+/// Drops `path`'s clean pages from the page cache, as memory pressure would.
+fn evict_from_page_cache(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: fadvise on a descriptor we own.
+    let result = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(result, 0, "posix_fadvise");
+}
+
+#[test]
+fn cached_ranges_go_out_with_sendfile_cold_ones_through_buffers_and_kept_files_close_on_change() {
+    for_each_driver(|driver| {
+        let world = TracksWorld::start(driver, &[]);
+        let media_dir = world.media_dir();
+        // 40 s at 160 kb/s: far more than the socket buffers hold.
+        let track = world.upload_ready(&sine_wav(40), "public");
+        let track_id = track["id"].as_i64().unwrap();
+        let audio = format!("/v1/tracks/{track_id}/audio?br=160");
+        let file = world.rendition_file(track_id, 160);
+        let rendition_path = media_dir.join(format!("tracks/{track_id}/160.opus"));
+        let bodies = |kind: &str| {
+            world
+                .server
+                .metrics()
+                .sum(&format!("veza_tracks_{kind}_bodies_total"), &[])
+        };
+
+        // Cold: the range is read with io_uring into a pooled buffer.
+        evict_from_page_cache(&rendition_path);
+        let cold = world.get(&audio, &[("Range", "bytes=0-")]);
+        assert_eq!(cold.status, 206);
+        assert_eq!(cold.body, file);
+        assert_eq!(bodies("buffered"), 1.0);
+        assert_eq!(bodies("zero_copy"), 0.0);
+
+        // Now cached: sendfile, the same bytes.
+        for (range, start, end) in [
+            ("bytes=0-65535", 0, 65_536),
+            ("bytes=-1000", file.len() - 1000, file.len()),
+        ] {
+            let warm = world.get(&audio, &[("Range", range)]);
+            assert_eq!(warm.status, 206, "{range}");
+            assert_eq!(warm.body, &file[start..end], "{range}");
+        }
+        assert_eq!(bodies("zero_copy"), 2.0);
+
+        // A client that stops reading fills the socket: the send waits for
+        // it without holding up the shard, and the body arrives whole.
+        let mut slow =
+            support::http::HttpConnection::open_with_receive_buffer(world.server.addr(), 4096);
+        slow.send(
+            format!("GET {audio} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..world.server.shards() * 2 {
+            let other = world.get(&audio, &[("Range", "bytes=0-99")]);
+            assert_eq!(other.body, &file[..100], "others are served meanwhile");
+        }
+        let whole = slow.read_response();
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.body.len(), file.len());
+        assert!(whole.body == file, "the stalled download is the file");
+
+        // The file is kept open, once per shard at most.
+        let kept = world.server.metrics().sum("veza_tracks_open_files", &[]);
+        assert!(
+            (1.0..=world.server.shards() as f64).contains(&kept),
+            "{kept} open files"
+        );
+        assert!(!open_files_under(world.server.pid(), &media_dir).is_empty());
+
+        // Deleting the track (TrackChanged) closes it: the disk space of a
+        // deleted rendition is not held by the data plane.
+        let (status, body) = world.control.rest(
+            "DELETE",
+            &format!("/v1/tracks/{track_id}"),
+            Some(&world.owner_token),
+            serde_json::Value::Null,
+        );
+        assert!(status == 204 || status == 200, "delete: {status} {body}");
+        eventually(
+            Duration::from_secs(5),
+            "the deleted rendition is closed",
+            || {
+                let held = open_files_under(world.server.pid(), &media_dir);
+                let kept = world.server.metrics().sum("veza_tracks_open_files", &[]);
+                (held.is_empty() && kept == 0.0)
+                    .then_some(())
+                    .ok_or(format!("{kept} kept, holding {held:?}"))
+            },
+        );
+        world.get(&audio, &[]).assert_error(404, "track_not_found");
+    });
+}
+
+#[test]
+fn with_zero_copy_and_the_open_file_cache_off_every_body_is_read_and_every_file_closed() {
+    for_each_driver(|driver| {
+        let world = TracksWorld::start(
+            driver,
+            &[
+                ("VEZA_TRACKS_ZERO_COPY", "false"),
+                ("VEZA_TRACKS_OPEN_FILES_MAX", "0"),
+            ],
+        );
+        let track = world.upload_ready(&sine_wav(3), "public");
+        let track_id = track["id"].as_i64().unwrap();
+        let file = world.rendition_file(track_id, 96);
+        let audio = format!("/v1/tracks/{track_id}/audio");
+        for _ in 0..3 {
+            let response = world.get(&audio, &[("Range", "bytes=10-")]);
+            assert_eq!(response.status, 206);
+            assert_eq!(response.body, &file[10..]);
+        }
+        let metrics = world.server.metrics();
+        assert_eq!(metrics.sum("veza_tracks_buffered_bodies_total", &[]), 3.0);
+        assert_eq!(metrics.sum("veza_tracks_zero_copy_bodies_total", &[]), 0.0);
+        assert_eq!(metrics.sum("veza_tracks_open_files", &[]), 0.0);
+        eventually(Duration::from_secs(5), "every file is closed", || {
+            let held = open_files_under(world.server.pid(), &world.media_dir());
+            held.is_empty().then_some(()).ok_or(format!("{held:?}"))
+        });
+    });
+}

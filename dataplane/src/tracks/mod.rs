@@ -176,9 +176,10 @@ pub fn start(shard: &Rc<Shard>) {
         cache.borrow_mut().invalidate(track_id);
         let mut open_files = open_files.borrow_mut();
         open_files.invalidate(track_id);
-        metrics
-            .tracks_open_files
-            .store(open_files.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        metrics.tracks_open_files.store(
+            open_files.len() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }));
     if shard.process.config.tracks.is_enabled() && shard.control.is_configured() {
         monoio::spawn(report_plays(shard.clone()));
@@ -447,7 +448,11 @@ pub async fn send_file(
             .await
             {
                 SendOutcome::Unsupported => {
-                    tracing::warn!(shard = shard.idx, track_id = response.track_id, "sendfile cannot send this file; reading it instead");
+                    tracing::warn!(
+                        shard = shard.idx,
+                        track_id = response.track_id,
+                        "sendfile cannot send this file; reading it instead"
+                    );
                     match lend_buffer(shard).await {
                         Some(lent) => lent,
                         None => return false,
@@ -694,10 +699,10 @@ async fn open_file(
     ) {
         shard.metrics.limit_hit(LimitKind::TracksOpenFiles);
     }
-    shard.metrics.tracks_open_files.store(
-        cache.len() as i64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    shard
+        .metrics
+        .tracks_open_files
+        .store(cache.len() as i64, std::sync::atomic::Ordering::Relaxed);
     Ok(opened)
 }
 

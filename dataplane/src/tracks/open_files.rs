@@ -272,7 +272,10 @@ mod tests {
             cache.invalidate(Some(7));
             assert!(cache.get("7/64", "\"x\"", now).is_none());
             assert!(cache.get("7/96", "\"y\"", now).is_none());
-            assert!(cache.get("8/96", "\"z\"", now).is_some(), "other tracks stay");
+            assert!(
+                cache.get("8/96", "\"z\"", now).is_some(),
+                "other tracks stay"
+            );
             assert_eq!(held.size_bytes, 2, "a request holding the file keeps it");
 
             cache.insert("7/64", 7, "\"x\"", open_file(dir, "64"), generation, now);

@@ -33,7 +33,11 @@ const SENDFILE_CALL_BYTES_MAX: usize = 512 * 1024;
 
 /// `cachestat(2)` (Linux 6.5): the same number on every architecture that
 /// uses the unified syscall table.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
 const SYS_CACHESTAT: libc::c_long = 451;
 
 /// Set once `cachestat` is found missing (an older kernel, or a seccomp
@@ -77,7 +81,11 @@ pub fn is_resident(fd: RawFd, range: Range<u64>) -> Option<bool> {
     cachestat(fd, range)
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
 fn cachestat(fd: RawFd, range: Range<u64>) -> Option<bool> {
     let query = CachestatRange {
         offset: range.start,
@@ -111,7 +119,11 @@ fn cachestat(fd: RawFd, range: Range<u64>) -> Option<bool> {
     Some(stat.cached_pages >= pages)
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
 fn cachestat(_fd: RawFd, _range: Range<u64>) -> Option<bool> {
     CACHESTAT_MISSING.store(true, Ordering::Relaxed);
     None
@@ -199,7 +211,11 @@ pub async fn send_head_and_range(
     }
     out.clear();
     let mut position = range.start;
-    let non_blocking = || blocking_socket.then(|| NonBlocking::set(socket)).transpose();
+    let non_blocking = || {
+        blocking_socket
+            .then(|| NonBlocking::set(socket))
+            .transpose()
+    };
     let Ok(mut guard) = non_blocking() else {
         return SendOutcome::ClientGone;
     };
