@@ -106,6 +106,9 @@ struct HttpConnection {
     head_started: Option<quanta::Instant>,
     /// The client's address.
     peer: SocketAddr,
+    /// Whether the socket is in non-blocking mode: the epoll driver's
+    /// always are; on io_uring a zero-copy track body switches it.
+    non_blocking: bool,
 }
 
 /// What the HTTP phase ended with.
@@ -171,8 +174,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, key: u
         limits,
         head_started: None,
         peer,
+        non_blocking: shard.driver == crate::metrics::DriverKind::Legacy,
     };
-    match connection.run().await {
+    let outcome = connection.run().await;
+    if matches!(outcome, HttpOutcome::Upgrade(_) | HttpOutcome::Live(_))
+        && connection.non_blocking
+        && shard.driver == crate::metrics::DriverKind::IoUring
+    {
+        // The io_uring writers of WebSocket and live use `Writev`, which a
+        // non-blocking socket could answer EAGAIN: switch it back.
+        let fd = connection.stream.as_raw_fd();
+        if let Err(error) = crate::tracks::zero_copy::set_non_blocking(fd, false) {
+            tracing::warn!(shard = shard.idx, %error, "the socket cannot be made blocking again; closing it");
+            return;
+        }
+    }
+    match outcome {
         HttpOutcome::Upgrade(kind) => {
             // Only the socket and unread bytes go on: the response buffer is
             // freed now, not when this (long-lived) future ends.
@@ -367,6 +384,7 @@ impl HttpConnection {
                     let sent = crate::tracks::send_file(
                         &self.shard,
                         &mut self.stream,
+                        &mut self.non_blocking,
                         &mut self.out,
                         *file,
                         keep_alive,

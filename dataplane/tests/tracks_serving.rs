@@ -412,3 +412,71 @@ fn with_zero_copy_and_the_open_file_cache_off_every_body_is_read_and_every_file_
         });
     });
 }
+
+/// `O_NONBLOCK` of the data plane's end of the connection whose client
+/// port is `client_port`, from `/proc/<pid>/net/tcp` and `fdinfo`.
+fn server_socket_non_blocking(pid: u32, client_port: u16) -> bool {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    let remote = format!(":{client_port:04X}");
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields[2].ends_with(&remote) && fields[1].starts_with("0100007F"))
+        .map(|fields| fields[9].to_owned())
+        .expect("the server's end of the connection");
+    let socket = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target.to_str() == Some(&socket)) {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                entry.file_name().to_str().unwrap()
+            ))
+            .unwrap();
+            let flags = info
+                .lines()
+                .find_map(|line| line.strip_prefix("flags:"))
+                .map(|octal| i64::from_str_radix(octal.trim(), 8).unwrap())
+                .unwrap();
+            return flags & i64::from(libc::O_NONBLOCK) != 0;
+        }
+    }
+    panic!("no descriptor of {socket}");
+}
+
+#[test]
+fn a_connection_that_got_a_zero_copy_body_hands_websocket_a_socket_in_the_drivers_mode() {
+    for_each_driver(|driver| {
+        let world = TracksWorld::start(driver, &[]);
+        let track = world.upload_ready(&sine_wav(3), "public");
+        let track_id = track["id"].as_i64().unwrap();
+        let file = world.rendition_file(track_id, 96);
+        let mut connection = support::http::HttpConnection::open(world.server.addr());
+        let client_port = connection.stream().local_addr().unwrap().port();
+        let response = connection.request(
+            format!("GET /v1/tracks/{track_id}/audio HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, file);
+        let metrics = world.server.metrics();
+        assert_eq!(metrics.sum("veza_tracks_zero_copy_bodies_total", &[]), 1.0);
+        let pid = world.server.pid();
+        // sendfile needs a non-blocking socket: the epoll driver's always
+        // is, io_uring's is switched for it.
+        assert!(server_socket_non_blocking(pid, client_port));
+
+        // The same connection becomes a WebSocket: io_uring's writers get
+        // the blocking socket they expect, and a large echo (more than the
+        // socket buffers hold) comes back whole.
+        let (mut websocket, _) =
+            support::raw_websocket::RawWebSocket::handshake_on(connection, &[]);
+        assert_eq!(
+            server_socket_non_blocking(pid, client_port),
+            driver == support::Driver::Legacy,
+            "{driver:?}"
+        );
+        let payload: Vec<u8> = (0..600_000u32).map(|idx| (idx % 251) as u8).collect();
+        websocket.assert_echoes(&payload);
+    });
+}

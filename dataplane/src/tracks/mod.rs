@@ -388,11 +388,13 @@ async fn lend_buffer(shard: &Shard) -> Option<LentBuffer> {
 }
 
 /// Writes the head of `response` after whatever `out` holds, then its body
-/// from the file. Returns false when the connection must end (the client
+/// from the file. `non_blocking`: whether the socket is in non-blocking
+/// mode (a zero-copy body switches it; see [`zero_copy`]). Returns false when the connection must end (the client
 /// left, or the file failed mid-body and the response cannot be completed).
 pub async fn send_file(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
+    non_blocking: &mut bool,
     out: &mut BytesMut,
     mut response: FileResponse,
     keep_alive: bool,
@@ -438,7 +440,7 @@ pub async fn send_file(
             let file = &response.file.file;
             match zero_copy::send_head_and_range(
                 stream,
-                shard.driver == crate::metrics::DriverKind::IoUring,
+                non_blocking,
                 out,
                 file,
                 body.clone(),

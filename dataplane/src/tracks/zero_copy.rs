@@ -7,11 +7,18 @@
 //! [`super::send`], which also warm the cache for the next request.
 //!
 //! The head goes out with `MSG_MORE`, so head and body leave in the same
-//! segments (nginx corks the socket with `tcp_nopush` for this). On the
-//! io_uring driver, which keeps sockets blocking, the socket is made
-//! non-blocking for the `sendfile` calls only (the epoll driver's already
-//! is); a full send buffer waits for writability through the runtime,
-//! bounded by the write timeout.
+//! segments (nginx corks the socket with `tcp_nopush` for this). A full
+//! send buffer waits for writability through the runtime, bounded by the
+//! write timeout.
+//!
+//! `sendfile` needs a non-blocking socket. The epoll driver's are; the
+//! io_uring driver keeps sockets blocking, so the first zero-copy answer of
+//! a connection switches its socket, once. That is safe for the HTTP
+//! connection, whose io_uring operations are `Recv` and `Send`: they ignore
+//! `O_NONBLOCK` and wait by poll as before. Operations that do not
+//! (`Writev`, used by WebSocket and live writers) never see the switched
+//! mode: the connection driver switches the socket back before it hands it
+//! over ([`set_non_blocking`]).
 
 use std::io;
 use std::ops::Range;
@@ -129,29 +136,9 @@ fn cachestat(_fd: RawFd, _range: Range<u64>) -> Option<bool> {
     None
 }
 
-/// Puts a blocking socket (the io_uring driver's) in non-blocking mode
-/// and back when dropped; `FIONBIO` flips the one flag without reading the
-/// others first.
-struct NonBlocking {
-    fd: RawFd,
-}
-
-impl NonBlocking {
-    fn set(fd: RawFd) -> io::Result<Self> {
-        set_non_blocking(fd, true)?;
-        Ok(Self { fd })
-    }
-}
-
-impl Drop for NonBlocking {
-    fn drop(&mut self) {
-        // The socket is still open: the guard lives inside the borrow of
-        // the stream.
-        let _ = set_non_blocking(self.fd, false);
-    }
-}
-
-fn set_non_blocking(fd: RawFd, on: bool) -> io::Result<()> {
+/// Sets or clears `O_NONBLOCK` on `fd`; `FIONBIO` flips the one flag
+/// without reading the others first.
+pub fn set_non_blocking(fd: RawFd, on: bool) -> io::Result<()> {
     let mut value = libc::c_int::from(on);
     // SAFETY: FIONBIO reads one int, which outlives the call.
     if unsafe { libc::ioctl(fd, libc::FIONBIO, &mut value) } < 0 {
@@ -163,11 +150,12 @@ fn set_non_blocking(fd: RawFd, on: bool) -> io::Result<()> {
 /// Writes `out` (queued answers and this answer's head) and then `range`
 /// of `file` with `sendfile`. [`SendOutcome::Unsupported`] when the head
 /// went out but the kernel cannot `sendfile` this file: the caller sends
-/// the body the buffered way. `blocking_socket`: the runtime keeps the
-/// socket blocking (io_uring), so it is made non-blocking for `sendfile`.
+/// the body the buffered way. `non_blocking` says whether the socket is in
+/// non-blocking mode; a blocking one (the io_uring driver's) is switched
+/// and stays switched (see the module notes).
 pub async fn send_head_and_range(
     stream: &mut TcpStream,
-    blocking_socket: bool,
+    non_blocking: &mut bool,
     out: &mut BytesMut,
     file: &monoio::fs::File,
     range: Range<u64>,
@@ -211,14 +199,12 @@ pub async fn send_head_and_range(
     }
     out.clear();
     let mut position = range.start;
-    let non_blocking = || {
-        blocking_socket
-            .then(|| NonBlocking::set(socket))
-            .transpose()
-    };
-    let Ok(mut guard) = non_blocking() else {
-        return SendOutcome::ClientGone;
-    };
+    if !*non_blocking {
+        if set_non_blocking(socket, true).is_err() {
+            return SendOutcome::ClientGone;
+        }
+        *non_blocking = true;
+    }
     while position < range.end {
         let wanted = ((range.end - position) as usize).min(SENDFILE_CALL_BYTES_MAX);
         let mut offset = position as libc::off_t;
@@ -241,17 +227,10 @@ pub async fn send_head_and_range(
         let error = io::Error::last_os_error();
         match error.raw_os_error() {
             Some(libc::EAGAIN) => {
-                // Blocking again while the runtime waits keeps the socket
-                // as the driver expects should this task be dropped.
-                drop(guard.take());
                 let ready = monoio::time::timeout(write_timeout, stream.writable(false)).await;
                 if !matches!(ready, Ok(Ok(()))) {
                     return SendOutcome::ClientGone;
                 }
-                guard = match non_blocking() {
-                    Ok(guard) => guard,
-                    Err(_) => return SendOutcome::ClientGone,
-                };
             }
             Some(libc::EINTR) => {}
             Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
@@ -263,7 +242,6 @@ pub async fn send_head_and_range(
             _ => return SendOutcome::FileFailed(format!("sendfile at {position} failed: {error}")),
         }
     }
-    drop(guard);
     SendOutcome::Complete
 }
 

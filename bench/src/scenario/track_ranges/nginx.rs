@@ -44,6 +44,11 @@ pub const KEEPALIVE_REQUESTS: u64 = 100_000_000;
 /// Connections per worker.
 pub const WORKER_CONNECTIONS: usize = 20_000;
 
+/// `open_file_cache max=`: nginx keeps as many files open per worker as
+/// Veza keeps per shard (`tracks.open_files_max`'s default), so neither
+/// opens a file per request.
+pub const OPEN_FILE_CACHE_MAX: usize = 1024;
+
 /// How long nginx may take to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -116,6 +121,7 @@ pub fn config_text(
          http {{\n\
          access_log off;\n\
          sendfile on;\ntcp_nopush on;\ntcp_nodelay on;\n\
+         open_file_cache max={OPEN_FILE_CACHE_MAX} inactive=60s;\nopen_file_cache_valid 60s;\n\
          keepalive_timeout {KEEPALIVE_TIMEOUT_SECS}s;\nkeepalive_requests {KEEPALIVE_REQUESTS};\n\
          types {{ audio/ogg opus; }}\ndefault_type application/octet-stream;\n\
          client_body_temp_path {directory}/client_body;\nproxy_temp_path {directory}/proxy;\n\
@@ -138,6 +144,10 @@ pub fn settings(workers: usize, version: &str) -> BTreeMap<String, String> {
         ("sendfile".into(), "on".into()),
         ("tcp_nopush".into(), "on".into()),
         ("tcp_nodelay".into(), "on".into()),
+        (
+            "open_file_cache".into(),
+            format!("max={OPEN_FILE_CACHE_MAX} inactive=60s"),
+        ),
         (
             "keepalive_timeout".into(),
             format!("{KEEPALIVE_TIMEOUT_SECS}s"),
