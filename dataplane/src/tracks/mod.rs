@@ -292,10 +292,12 @@ async fn answer(
         return Err(crate::routes::method_not_allowed_response("GET, HEAD"));
     }
     let meta = track_meta(shard, track_id).await?;
-    check_access(shard, head, &meta)?;
+    let query = TrackQuery::parse(head.query().unwrap_or(""));
+    check_access(shard, head, &query, &meta)?;
     let (relative_path, rendition) = match asset {
         Asset::Audio => {
-            let wanted = query_value(head, "br")
+            let wanted = query
+                .br
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(DEFAULT_BITRATE_KBPS);
             let rendition = nearest_rendition(&meta, wanted).ok_or_else(track_not_found)?;
@@ -569,17 +571,23 @@ async fn track_meta(shard: &Rc<Shard>, track_id: i64) -> Result<Rc<TrackMeta>, R
     }
 }
 
-fn check_access(shard: &Shard, head: &RequestHead, meta: &TrackMeta) -> Result<(), Response> {
+fn check_access(
+    shard: &Shard,
+    head: &RequestHead,
+    query: &TrackQuery<'_>,
+    meta: &TrackMeta,
+) -> Result<(), Response> {
     let token_user_id = head
         .header("authorization")
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .and_then(|token| shard.control.verify_access_token(token.trim()).ok())
         .map(|claims| claims.uid);
+    let decode = |value: Option<&str>| value.map(crate::routes::percent_decode);
     let signed_url = match (
-        query_value(head, "exp").and_then(|exp| exp.parse().ok()),
-        query_value(head, "kid"),
-        query_value(head, "sig"),
+        decode(query.exp).and_then(|exp| exp.parse().ok()),
+        decode(query.kid),
+        decode(query.sig),
     ) {
         (Some(expires_unix_s), Some(kid), Some(signature)) => Some(SignedUrl {
             expires_unix_s,
@@ -589,7 +597,7 @@ fn check_access(shard: &Shard, head: &RequestHead, meta: &TrackMeta) -> Result<(
         _ => None,
     };
     let credentials = Credentials {
-        link_secret: query_value(head, "s"),
+        link_secret: decode(query.s),
         token_user_id,
         signed_url,
     };
@@ -614,12 +622,34 @@ fn check_access(shard: &Shard, head: &RequestHead, meta: &TrackMeta) -> Result<(
     }
 }
 
-/// The first value of query parameter `name`, percent-decoded.
-fn query_value(head: &RequestHead, name: &str) -> Option<String> {
-    head.query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| crate::routes::percent_decode(value))
-    })
+/// The query parameters a track request reads, as sent (still
+/// percent-encoded), each the first of its name; found in one pass.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TrackQuery<'a> {
+    br: Option<&'a str>,
+    s: Option<&'a str>,
+    exp: Option<&'a str>,
+    kid: Option<&'a str>,
+    sig: Option<&'a str>,
+}
+
+impl<'a> TrackQuery<'a> {
+    fn parse(query: &'a str) -> Self {
+        let mut found = Self::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
+                "br" => &mut found.br,
+                "s" => &mut found.s,
+                "exp" => &mut found.exp,
+                "kid" => &mut found.kid,
+                "sig" => &mut found.sig,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
 }
 
 /// The file at `relative_path` under the media directory: a kept one
@@ -748,6 +778,22 @@ mod tests {
             waveform_relative_path: String::new(),
             duration_ms: 0,
         }
+    }
+
+    #[test]
+    fn the_query_keeps_the_first_of_each_parameter_and_ignores_others() {
+        assert_eq!(TrackQuery::parse(""), TrackQuery::default());
+        let query = TrackQuery::parse("x=1&br=160&s=a%2Bb&br=64&exp=9&kid&sig=zz&&s=other");
+        assert_eq!(
+            query,
+            TrackQuery {
+                br: Some("160"),
+                s: Some("a%2Bb"),
+                exp: Some("9"),
+                kid: Some(""),
+                sig: Some("zz"),
+            }
+        );
     }
 
     #[test]
