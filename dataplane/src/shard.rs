@@ -576,6 +576,7 @@ async fn shard_main(
     shard.metrics.serving.store(false, Ordering::Relaxed);
     drop(listener);
     drain_connections(&shard).await;
+    crate::tracks::report_remaining_plays(&shard).await;
     Ok(())
 }
 

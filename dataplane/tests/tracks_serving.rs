@@ -275,6 +275,44 @@ fn tracks_are_served_with_ranges_conditions_access_rules_and_plays() {
     });
 }
 
+#[test]
+fn plays_counted_since_the_last_report_reach_the_control_plane_at_shutdown() {
+    for_each_driver(|driver| {
+        // A report interval far longer than the test: only the shutdown
+        // report can carry these plays.
+        let mut world = TracksWorld::start(
+            driver,
+            &[("VEZA_TRACKS_PLAYS_REPORT_INTERVAL_MS", "3600000")],
+        );
+        let track = world.upload_ready(&sine_wav(2), "public");
+        let track_id = track["id"].as_i64().unwrap();
+        let audio = format!("/v1/tracks/{track_id}/audio");
+        let before = world.track(track_id).1["play_count"].as_i64().unwrap();
+        assert_eq!(world.get(&audio, &[]).status, 200);
+        assert_eq!(world.get(&audio, &[("Range", "bytes=0-99")]).status, 206);
+        assert_eq!(world.get(&audio, &[("Range", "bytes=100-")]).status, 206);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            world.track(track_id).1["play_count"].as_i64().unwrap(),
+            before,
+            "no report before the interval"
+        );
+
+        world.server.signal(libc::SIGTERM);
+        let status = world
+            .server
+            .wait_for_exit(Duration::from_secs(15))
+            .expect("the data plane stops on SIGTERM");
+        assert!(status.success(), "{status:?}\n{}", world.server.log());
+        assert_eq!(
+            world.track(track_id).1["play_count"].as_i64().unwrap(),
+            before + 2,
+            "the two plays from byte 0 were reported at shutdown\n{}",
+            world.server.log()
+        );
+    });
+}
+
 /// The open files the data plane holds under `dir`, as `/proc` names them
 /// (a deleted file ends in " (deleted)").
 fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<String> {

@@ -17,7 +17,8 @@
 //!    time ([`send`]). The connection driver hands the socket over for it.
 //! 5. A GET whose body starts at byte 0 counts one play; each shard reports
 //!    its counts every `tracks.plays_report_interval_ms` (`RecordPlays`),
-//!    keeping them for the next report when that fails.
+//!    keeping them for the next report when that fails, and sends what is
+//!    left once more at shutdown, after the connections drained.
 
 pub mod access;
 pub mod config;
@@ -198,19 +199,48 @@ async fn report_plays(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.process.config.tracks.plays_report_interval_ms);
     loop {
         monoio::time::sleep(interval).await;
-        let counted = std::mem::take(&mut *shard.tracks.plays.borrow_mut());
-        if counted.is_empty() {
-            continue;
-        }
-        let plays: Vec<TrackPlays> = counted
-            .iter()
-            .map(|(&track_id, &plays)| TrackPlays { track_id, plays })
-            .collect();
-        if let Err(error) = shard.control.record_plays(plays).await {
-            tracing::warn!(shard = shard.idx, %error, tracks = counted.len(), "reporting plays failed; retrying with the next report");
-            for (track_id, plays) in counted {
-                merge_plays(&shard, track_id, plays);
-            }
+        send_counted_plays(&shard).await;
+    }
+}
+
+/// Sends the plays counted since the last report, once, at shutdown (after
+/// the connections drained), so that a restart loses none; bounded by
+/// `control.request_timeout_ms`.
+pub async fn report_remaining_plays(shard: &Rc<Shard>) {
+    if !shard.process.config.tracks.is_enabled() || !shard.control.is_configured() {
+        return;
+    }
+    if shard.tracks.plays.borrow().is_empty() {
+        return;
+    }
+    let limit = Duration::from_millis(shard.process.config.control.request_timeout_ms);
+    if monoio::time::timeout(limit, send_counted_plays(shard))
+        .await
+        .is_err()
+    {
+        let tracks = shard.tracks.plays.borrow().len();
+        tracing::warn!(
+            shard = shard.idx,
+            tracks,
+            "plays counted since the last report were not reported before shutdown"
+        );
+    }
+}
+
+/// One report of the counted plays; on failure they are merged back.
+async fn send_counted_plays(shard: &Rc<Shard>) {
+    let counted = std::mem::take(&mut *shard.tracks.plays.borrow_mut());
+    if counted.is_empty() {
+        return;
+    }
+    let plays: Vec<TrackPlays> = counted
+        .iter()
+        .map(|(&track_id, &plays)| TrackPlays { track_id, plays })
+        .collect();
+    if let Err(error) = shard.control.record_plays(plays).await {
+        tracing::warn!(shard = shard.idx, %error, tracks = counted.len(), "reporting plays failed; retrying with the next report");
+        for (track_id, plays) in counted {
+            merge_plays(shard, track_id, plays);
         }
     }
 }
