@@ -206,6 +206,10 @@ pub struct ShardMetrics {
     pub tracks_buffered_bodies_total: AtomicU64,
     /// Track files the shard keeps open.
     pub tracks_open_files: AtomicI64,
+    /// Track metadata lookups sent to the control plane.
+    pub tracks_lookups_total: AtomicU64,
+    /// Requests that waited for another request's lookup of the same track.
+    pub tracks_lookups_shared_total: AtomicU64,
     limit_hits_total: [AtomicU64; LimitKind::ALL.len()],
     driver: AtomicU8,
     /// The shard accepts connections.
@@ -288,7 +292,7 @@ pub fn render_prometheus(
     missing_shards: &[usize],
 ) -> String {
     let mut out = String::with_capacity(8192);
-    let counters: [CounterSeries; 18] = [
+    let counters: [CounterSeries; 20] = [
         ("veza_connections_open", "gauge", "Open connections.", |m| {
             m.connections_open.load(Ordering::Relaxed)
         }),
@@ -387,6 +391,18 @@ pub fn render_prometheus(
             "counter",
             "Track bodies read with io_uring into a read buffer and written.",
             |m| m.tracks_buffered_bodies_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_tracks_lookups_total",
+            "counter",
+            "Track metadata lookups sent to the control plane.",
+            |m| m.tracks_lookups_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "veza_tracks_lookups_shared_total",
+            "counter",
+            "Requests that waited for a lookup of the same track already in flight.",
+            |m| m.tracks_lookups_shared_total.load(Ordering::Relaxed) as i64,
         ),
         (
             "veza_tracks_open_files",

@@ -313,6 +313,52 @@ fn plays_counted_since_the_last_report_reach_the_control_plane_at_shutdown() {
     });
 }
 
+#[test]
+fn concurrent_first_requests_for_a_track_share_one_lookup_per_shard() {
+    for_each_driver(|driver| {
+        let world = TracksWorld::start(driver, &[]);
+        let track = world.upload_ready(&sine_wav(2), "public");
+        let track_id = track["id"].as_i64().unwrap();
+        let file = world.rendition_file(track_id, 96);
+        let audio = format!("/v1/tracks/{track_id}/audio");
+        const REQUESTS: usize = 8;
+
+        // With the control plane stopped, every first request waits on a
+        // lookup; let them all arrive before it answers.
+        world.control.signal(libc::SIGSTOP);
+        let responses = std::thread::scope(|scope| {
+            let requests: Vec<_> = (0..REQUESTS)
+                .map(|_| scope.spawn(|| world.get(&audio, &[("Range", "bytes=0-99")])))
+                .collect();
+            let waiting = eventually(Duration::from_secs(10), "every request waits", || {
+                let metrics = world.server.metrics();
+                let sent = metrics.sum("veza_tracks_lookups_total", &[]);
+                let shared = metrics.sum("veza_tracks_lookups_shared_total", &[]);
+                (sent + shared == REQUESTS as f64)
+                    .then_some((sent, shared))
+                    .ok_or(format!("{sent} lookups, {shared} waiting on them"))
+            });
+            world.control.signal(libc::SIGCONT);
+            let responses: Vec<_> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+            (waiting, responses)
+        });
+        let ((sent, shared), responses) = responses;
+        assert!(
+            sent >= 1.0 && sent <= world.server.shards() as f64,
+            "one lookup per shard at most: {sent}"
+        );
+        assert_eq!(shared, REQUESTS as f64 - sent);
+        for response in responses {
+            assert_eq!(response.status, 206, "{}", response.body_text());
+            assert_eq!(response.body, &file[..100]);
+        }
+        // The answer was cached: a later request sends no lookup.
+        assert_eq!(world.get(&audio, &[]).status, 200);
+        let metrics = world.server.metrics();
+        assert_eq!(metrics.sum("veza_tracks_lookups_total", &[]), sent);
+    });
+}
+
 /// The open files the data plane holds under `dir`, as `/proc` names them
 /// (a deleted file ends in " (deleted)").
 fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<String> {

@@ -4,7 +4,8 @@
 //! How a request is answered, all on the shard that accepted it:
 //! 1. The track's metadata comes from this shard's cache ([`MetaCache`],
 //!    bounded, with a TTL, dropped on `TrackChanged`) or from the control
-//!    plane (`LookupTrack`).
+//!    plane (`LookupTrack`); requests for a track whose lookup is in flight
+//!    wait for that answer instead of sending their own.
 //! 2. Access is decided without a round trip ([`access`]): public, the
 //!    unlisted link's secret, the owner's bearer token, or a signed URL
 //!    verified with the control plane's signing keys.
@@ -66,6 +67,51 @@ pub struct TracksShard {
     pub buffers: Rc<ReadBufferPool>,
     /// Plays counted since the last report, by track id.
     pub plays: RefCell<HashMap<i64, u64>>,
+    /// Metadata lookups on their way to the control plane, by track id:
+    /// concurrent requests for one uncached track share one lookup.
+    lookups: RefCell<HashMap<i64, Rc<Lookup>>>,
+}
+
+/// One lookup in flight and, once it ends, its outcome for the requests
+/// that waited for it.
+#[derive(Default)]
+struct Lookup {
+    done: crate::local_event::LocalEvent,
+    outcome: RefCell<Option<LookupOutcome>>,
+}
+
+/// What a lookup found, shareable among its waiters.
+#[derive(Clone)]
+enum LookupOutcome {
+    Found(Rc<TrackMeta>),
+    NotFound,
+    Unavailable,
+}
+
+/// Ends a lookup when the request that made it finishes or is dropped
+/// (its client went away): waiters wake, and with no outcome they look the
+/// track up themselves.
+struct LookupGuard<'a> {
+    shard: &'a Shard,
+    track_id: i64,
+    lookup: Rc<Lookup>,
+}
+
+impl LookupGuard<'_> {
+    fn finish(self, outcome: LookupOutcome) {
+        *self.lookup.outcome.borrow_mut() = Some(outcome);
+    }
+}
+
+impl Drop for LookupGuard<'_> {
+    fn drop(&mut self) {
+        self.shard
+            .tracks
+            .lookups
+            .borrow_mut()
+            .remove(&self.track_id);
+        self.lookup.done.set();
+    }
 }
 
 impl TracksShard {
@@ -82,6 +128,7 @@ impl TracksShard {
             ))),
             buffers: ReadBufferPool::new(config.read_buffers_per_shard, config.read_buffer_bytes),
             plays: RefCell::default(),
+            lookups: RefCell::default(),
         }
     }
 }
@@ -567,12 +614,55 @@ fn track_not_found() -> Response {
 }
 
 async fn track_meta(shard: &Rc<Shard>, track_id: i64) -> Result<Rc<TrackMeta>, Response> {
-    let now = quanta::Instant::now();
-    if let Some(meta) = shard.tracks.cache.borrow().get(track_id, now) {
-        return Ok(meta);
+    loop {
+        let now = quanta::Instant::now();
+        if let Some(meta) = shard.tracks.cache.borrow().get(track_id, now) {
+            return Ok(meta);
+        }
+        let in_flight = shard.tracks.lookups.borrow().get(&track_id).cloned();
+        let outcome = match in_flight {
+            Some(lookup) => {
+                ShardMetrics::add(&shard.metrics.tracks_lookups_shared_total, 1);
+                lookup.done.wait().await;
+                let outcome = lookup.outcome.borrow().clone();
+                match outcome {
+                    Some(outcome) => outcome,
+                    // The request that looked it up went away first.
+                    None => continue,
+                }
+            }
+            None => look_up(shard, track_id).await,
+        };
+        return match outcome {
+            LookupOutcome::Found(meta) => Ok(meta),
+            LookupOutcome::NotFound => Err(track_not_found()),
+            LookupOutcome::Unavailable => Err(Response::error(
+                503,
+                "control_plane_unavailable",
+                "track metadata cannot be looked up right now; retry",
+            )
+            .with_header("Retry-After", "1")),
+        };
     }
+}
+
+/// Asks the control plane for `track_id`'s metadata and caches it; requests
+/// for the same track that arrive meanwhile wait for this answer.
+async fn look_up(shard: &Rc<Shard>, track_id: i64) -> LookupOutcome {
+    let lookup = Rc::new(Lookup::default());
+    shard
+        .tracks
+        .lookups
+        .borrow_mut()
+        .insert(track_id, lookup.clone());
+    let guard = LookupGuard {
+        shard,
+        track_id,
+        lookup,
+    };
     let generation = shard.tracks.cache.borrow().generation();
-    match shard.control.lookup_track(track_id).await {
+    ShardMetrics::add(&shard.metrics.tracks_lookups_total, 1);
+    let outcome = match shard.control.lookup_track(track_id).await {
         Ok(meta) => {
             let meta = Rc::new(meta);
             let evicted = shard.tracks.cache.borrow_mut().insert(
@@ -583,22 +673,19 @@ async fn track_meta(shard: &Rc<Shard>, track_id: i64) -> Result<Rc<TrackMeta>, R
             if evicted {
                 shard.metrics.limit_hit(LimitKind::TracksMetaCacheEntries);
             }
-            Ok(meta)
+            LookupOutcome::Found(meta)
         }
         Err(ControlError::Refused {
             code: RequestErrorCode::NotFound,
             ..
-        }) => Err(track_not_found()),
+        }) => LookupOutcome::NotFound,
         Err(error) => {
             tracing::warn!(shard = shard.idx, track_id, %error, "track lookup failed");
-            Err(Response::error(
-                503,
-                "control_plane_unavailable",
-                "track metadata cannot be looked up right now; retry",
-            )
-            .with_header("Retry-After", "1"))
+            LookupOutcome::Unavailable
         }
-    }
+    };
+    guard.finish(outcome.clone());
+    outcome
 }
 
 fn check_access(

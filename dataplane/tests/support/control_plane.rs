@@ -133,6 +133,19 @@ impl ControlPlane {
         );
     }
 
+    /// Sends `signal` (for example `SIGSTOP`, then `SIGCONT`) to the running
+    /// control plane, which this test started.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the control plane runs");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers and has no memory effects.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
