@@ -34,24 +34,9 @@ pub mod source;
 mod stream;
 pub mod stream_key;
 
-/// Longest stream name, in bytes (the name rule allows 1 to 64 characters
-/// from `[a-z0-9_-]`).
-pub const STREAM_NAME_BYTES_MAX: usize = 64;
-
-/// Whether `name` follows the stream name rule `^[a-z0-9][a-z0-9_-]{0,63}$`:
-/// lower-case so that a name is one URL, and no dots or slashes so that it is
-/// one path segment everywhere (`/v1/live/{name}`, file names of recordings).
-pub fn is_valid_stream_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let Some(first) = bytes.first() else {
-        return false;
-    };
-    bytes.len() <= STREAM_NAME_BYTES_MAX
-        && (first.is_ascii_lowercase() || first.is_ascii_digit())
-        && bytes.iter().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-')
-        })
-}
+/// The stream name rule (`^[a-z0-9][a-z0-9_-]{0,63}$`), shared with the
+/// data plane.
+pub use veza_proto::chat::is_valid_stream_name;
 
 /// `[live]`: bounds of live streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -423,15 +423,7 @@ pub fn unix_now_ms() -> i64 {
 }
 
 /// Whether `name` is a valid stream name (the control plane's rule).
-pub fn is_valid_stream_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-')
-        })
-}
+pub use veza_proto::chat::is_valid_stream_name;
 
 #[cfg(test)]
 mod tests {

@@ -64,5 +64,21 @@ pub const HISTORY_LIMIT_MAX: u16 = 1000;
 /// (names match `^[a-z0-9][a-z0-9_-]{0,63}$`, the control plane's rule).
 pub const STREAM_NAME_BYTES_MAX: usize = 64;
 
+/// Whether `name` follows the stream name rule `^[a-z0-9][a-z0-9_-]{0,63}$`
+/// (the one rule of both planes): lower-case so that a name is one URL, and
+/// no dots or slashes so that it is one path segment everywhere
+/// (`/v1/live/{name}`, file names of recordings).
+pub fn is_valid_stream_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return false;
+    };
+    bytes.len() <= STREAM_NAME_BYTES_MAX
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && bytes.iter().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-')
+        })
+}
+
 /// Most live streams one connection watches at once (`WatchStream`).
 pub const WATCHED_STREAMS_MAX: usize = 16;
