@@ -225,14 +225,14 @@ pub fn render(report: &FanoutReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:>6} {:>5} {:>9} {:>7} {:>6} {:>10} {:>10} {:>6} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>11} {:>7} {:>7} {:>7}",
+        "{:<6} {:>6} {:>5} {:>9} {:>7} {:>6} {:>10} {:>10} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>11} {:>7} {:>7} {:>7}",
         "server", "shards", "rooms", "subs/room", "rate", "bytes", "deliv/s", "delivered", "lost", "dup", "p50us",
-        "p99us", "p99.9us", "max_us", "ack_p99", "cpu_s", "cp_s", "deliv/cpu_s", "rss_MiB", "load_s", "other_s"
+        "p90us", "p99us", "p99.9us", "max_us", "ack_p99", "cpu_s", "cp_s", "deliv/cpu_s", "rss_MiB", "load_s", "other_s"
     );
     for run in &report.runs {
         let _ = writeln!(
             out,
-            "{:<6} {:>6} {:>5} {:>9} {:>7} {:>6} {:>10.0} {:>10} {:>6} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6.2} {:>6} {:>11} {:>7.1} {:>7.2} {:>7.2}",
+            "{:<6} {:>6} {:>5} {:>9} {:>7} {:>6} {:>10.0} {:>10} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6.2} {:>6} {:>11} {:>7.1} {:>7.2} {:>7.2}",
             run.server,
             run.shards,
             run.rooms,
@@ -244,6 +244,7 @@ pub fn render(report: &FanoutReport) -> String {
             run.deliveries_lost,
             run.duplicates,
             run.latency.p50_us,
+            run.latency.p90_us,
             run.latency.p99_us,
             run.latency.p999_us,
             run.latency.max_us,

@@ -274,7 +274,7 @@ pub fn render(runs: &[StormRunReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:>6} {:>5} {:>7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "{:<6} {:>6} {:>5} {:>7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
         "server",
         "shards",
         "procs",
@@ -286,14 +286,17 @@ pub fn render(runs: &[StormRunReport]) -> String {
         "hs_p99us",
         "auth_p50",
         "auth_p99",
+        "all_p50",
+        "all_p90",
         "all_p99",
+        "all_p99.9",
         "all_max",
         "cpu_us/conn"
     );
     for run in runs {
         let _ = writeln!(
             out,
-            "{:<6} {:>6} {:>5} {:>7} {:>6} {:>8.2} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "{:<6} {:>6} {:>5} {:>7} {:>6} {:>8.2} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             run.server,
             run.shards,
             run.client_processes,
@@ -305,7 +308,10 @@ pub fn render(runs: &[StormRunReport]) -> String {
             run.handshake_latency.p99_us,
             run.auth_latency.p50_us,
             run.auth_latency.p99_us,
+            run.total_latency.p50_us,
+            run.total_latency.p90_us,
             run.total_latency.p99_us,
+            run.total_latency.p999_us,
             run.total_latency.max_us,
             run.server_cpu_us_per_connection
                 .map_or_else(|| "-".into(), |us| format!("{us:.0}")),
