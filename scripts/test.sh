@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --release -p veza-dataplane -p veza-controlplane -p veza-bench
+# No release build here: every test starts the binaries of its own (debug)
+# profile, and `scripts/start.sh` builds the release ones. Building both
+# would add about 7 minutes on 2 cores.
 
 postgres_dir=$(mktemp -d /tmp/veza-postgres.XXXXXX)
 trap 'bash scripts/postgres-test-server.sh stop "$postgres_dir"; rm -rf "$postgres_dir"' EXIT
