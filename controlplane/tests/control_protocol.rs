@@ -15,8 +15,8 @@ use tokio::net::{TcpStream, UnixStream};
 use veza_proto::control::handshake::hello;
 use veza_proto::control::{
     ClientFrame, ErrorFrame, FrameEncoder, MessageChange, NewMessage, ProtocolErrorCode, Push,
-    Request, RequestBody, ResponseBody, ResponseResult, Role, ServerFrame, ServerFrameDecoder,
-    Welcome, FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
+    Request, RequestBody, RequestErrorCode, ResponseBody, ResponseResult, Role, ServerFrame,
+    ServerFrameDecoder, Welcome, FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
 };
 
 use support::{Backend, TestControlPlane, BACKENDS};
@@ -319,10 +319,7 @@ async fn requests_are_answered_by_id_with_limits_enforced() {
         .await;
     match answer {
         ResponseResult::Err(error) => {
-            assert_eq!(
-                error.code,
-                veza_proto::control::RequestErrorCode::BadRequest
-            );
+            assert_eq!(error.code, RequestErrorCode::BadRequest);
             assert!(
                 error.message.contains("history_limit_max"),
                 "{}",
@@ -490,6 +487,112 @@ async fn a_batch_is_acknowledged_once_committed_and_survives_a_hard_kill_on_both
         assert_eq!(status, 200, "{page}");
         assert_eq!(page["messages"].as_array().map(Vec::len), Some(2), "{page}");
         assert_eq!(page["messages"][0]["body"], "hello, lobby");
+    }
+}
+
+#[tokio::test]
+async fn seq_reservations_start_past_stored_and_reserved_seqs_and_survive_a_hard_kill_on_both_databases(
+) {
+    for backend in BACKENDS {
+        let mut control = ControlPlane::start(backend).await;
+        let owner = rooms_support::register(&control.server, "owner").await;
+        let room_id = rooms_support::create_room(&control.server, &owner, "lobby", true).await;
+        let mut client = control.connect_unix().await;
+        client.handshake("node-a").await;
+        let reserve = |count| RequestBody::ReserveSeqs { room_id, count };
+
+        // A new room: the first block starts at 1.
+        let first = fetch(&mut client, reserve(10)).await;
+        assert_eq!(
+            first,
+            ResponseBody::SeqsReserved { first: 1, last: 10 },
+            "{backend:?}"
+        );
+        // Seqs 1-3 are stored; the next block still starts after 10, the
+        // reservation, not after 3.
+        let batch = (1..=3)
+            .map(|seq| new_message(room_id, seq, owner.id, "m"))
+            .collect();
+        fetch(&mut client, RequestBody::PersistBatch { changes: batch }).await;
+        let second = fetch(&mut client, reserve(10)).await;
+        assert_eq!(
+            second,
+            ResponseBody::SeqsReserved {
+                first: 11,
+                last: 20
+            },
+            "{backend:?}"
+        );
+
+        // The reservation is durable: after a hard kill the next one
+        // starts after 20.
+        control.server.kill_hard();
+        control.server.restart().await;
+        let mut client = control.connect_unix().await;
+        client.handshake("node-a").await;
+        let third = fetch(&mut client, reserve(5)).await;
+        assert_eq!(
+            third,
+            ResponseBody::SeqsReserved {
+                first: 21,
+                last: 25
+            },
+            "{backend:?}"
+        );
+
+        // A release naming another reservation changes nothing; the owner's
+        // release gives back everything after its head (never below the
+        // stored seqs).
+        let stale = fetch(
+            &mut client,
+            RequestBody::ReleaseSeqs {
+                room_id,
+                reserved: 20,
+                head: 3,
+            },
+        )
+        .await;
+        assert_eq!(stale, ResponseBody::SeqsReleased);
+        assert_eq!(
+            fetch(&mut client, reserve(1)).await,
+            ResponseBody::SeqsReserved {
+                first: 26,
+                last: 26
+            },
+            "{backend:?}"
+        );
+        fetch(
+            &mut client,
+            RequestBody::ReleaseSeqs {
+                room_id,
+                reserved: 26,
+                head: 2,
+            },
+        )
+        .await;
+        assert_eq!(
+            fetch(&mut client, reserve(4)).await,
+            ResponseBody::SeqsReserved { first: 4, last: 7 },
+            "{backend:?}: back to the newest stored seq, 3"
+        );
+
+        // Bad requests.
+        let mut pushes = Vec::new();
+        for (body, code) in [
+            (reserve(0), RequestErrorCode::BadRequest),
+            (
+                RequestBody::ReserveSeqs {
+                    room_id: room_id + 1000,
+                    count: 1,
+                },
+                RequestErrorCode::NotFound,
+            ),
+        ] {
+            match client.request(body, &mut pushes).await {
+                ResponseResult::Err(error) => assert_eq!(error.code, code, "{backend:?}"),
+                other => panic!("{backend:?}: expected {code:?}, got {other:?}"),
+            }
+        }
     }
 }
 

@@ -372,6 +372,12 @@ pub struct ChatConfig {
     /// How long the first change of a batch waits for others to join it
     /// (0: commit at once). Trades acknowledgement latency for fewer commits.
     pub persist_linger_ms: u64,
+    /// Seqs an owner shard reserves for a room at once (`ReserveSeqs`,
+    /// durable before any of them is assigned; the next block is asked for
+    /// when half of this one is used). A room sequences between half and
+    /// one and a half blocks while the control plane is away; after a crash
+    /// of the data plane its seqs skip at most two blocks.
+    pub seq_reserve_block: u32,
     /// Rooms one connection may be subscribed to.
     pub subscriptions_per_connection_max: usize,
     /// Commands refused in a row for rate limiting before the connection is
@@ -398,6 +404,7 @@ impl Default for ChatConfig {
             persist_queue_max: 16_384,
             persist_batch_max: 512,
             persist_linger_ms: 2,
+            seq_reserve_block: 1024,
             subscriptions_per_connection_max: 256,
             rate_limit_strikes_max: 32,
             rights_cache_ttl_ms: 60_000,
@@ -551,7 +558,7 @@ impl Config {
     /// Checks every value's range. Types were already checked by serde.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
-        let positive: [(&str, u64); 23] = [
+        let positive: [(&str, u64); 24] = [
             (
                 "limits.connections_per_shard_max",
                 limits.connections_per_shard_max as u64,
@@ -601,6 +608,10 @@ impl Config {
             ("chat.room_backlog_max", self.chat.room_backlog_max as u64),
             ("chat.persist_queue_max", self.chat.persist_queue_max as u64),
             ("chat.persist_batch_max", self.chat.persist_batch_max as u64),
+            (
+                "chat.seq_reserve_block",
+                u64::from(self.chat.seq_reserve_block),
+            ),
             (
                 "chat.subscriptions_per_connection_max",
                 self.chat.subscriptions_per_connection_max as u64,

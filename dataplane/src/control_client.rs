@@ -415,6 +415,39 @@ impl ControlClient {
         }
     }
 
+    /// Reserves the next `count` seqs of `room_id`, durably; returns the
+    /// first and the last.
+    pub async fn reserve_seqs(&self, room_id: i64, count: u32) -> Result<(i64, i64), ControlError> {
+        match self
+            .request(RequestBody::ReserveSeqs { room_id, count })
+            .await?
+        {
+            ResponseBody::SeqsReserved { first, last } => Ok((first, last)),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
+    /// Gives back the seqs after `head` of the reservation ending at
+    /// `reserved` (the room is unloading).
+    pub async fn release_seqs(
+        &self,
+        room_id: i64,
+        reserved: i64,
+        head: i64,
+    ) -> Result<(), ControlError> {
+        match self
+            .request(RequestBody::ReleaseSeqs {
+                room_id,
+                reserved,
+                head,
+            })
+            .await?
+        {
+            ResponseBody::SeqsReleased => Ok(()),
+            _ => Err(ControlError::UnexpectedResponse),
+        }
+    }
+
     /// What `user_id` may do in `room_id`.
     pub async fn lookup_rights(
         &self,

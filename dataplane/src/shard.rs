@@ -577,6 +577,7 @@ async fn shard_main(
     drop(listener);
     drain_connections(&shard).await;
     crate::tracks::report_remaining_plays(&shard).await;
+    crate::chat::room::release_seqs_at_shutdown(&shard).await;
     Ok(())
 }
 

@@ -434,6 +434,18 @@ async fn answer(context: &ServerContext, body: RequestBody) -> ResponseResult {
         RequestBody::RecordPlays { plays } => operations::record_plays(state, &plays)
             .await
             .map(|()| ResponseBody::PlaysRecorded),
+        RequestBody::ReserveSeqs { room_id, count } => {
+            operations::reserve_seqs(state, room_id, count)
+                .await
+                .map(|(first, last)| ResponseBody::SeqsReserved { first, last })
+        }
+        RequestBody::ReleaseSeqs {
+            room_id,
+            reserved,
+            head,
+        } => operations::release_seqs(state, room_id, reserved, head)
+            .await
+            .map(|()| ResponseBody::SeqsReleased),
         RequestBody::PersistBatch { .. } => unreachable!("batches go to the persist worker"),
     };
     match outcome {

@@ -385,6 +385,39 @@ pub async fn record_plays(state: &AppState, plays: &[TrackPlays]) -> Result<(), 
         .map_err(|error| storage_error("recording plays", error))
 }
 
+/// Reserves `count` seqs of `room_id` (see [`rooms::seq_reservation`]).
+pub async fn reserve_seqs(
+    state: &AppState,
+    room_id: i64,
+    count: u32,
+) -> Result<(i64, i64), RequestError> {
+    if count == 0 {
+        return Err(RequestError {
+            code: RequestErrorCode::BadRequest,
+            message: "count must be at least 1".into(),
+        });
+    }
+    rooms::seq_reservation::reserve(&state.db, room_id, count)
+        .await
+        .map_err(|error| storage_error("reserving seqs", error))?
+        .ok_or_else(|| RequestError {
+            code: RequestErrorCode::NotFound,
+            message: format!("room {room_id} does not exist"),
+        })
+}
+
+/// Gives back the unused end of a room's seq reservation.
+pub async fn release_seqs(
+    state: &AppState,
+    room_id: i64,
+    reserved: i64,
+    head: i64,
+) -> Result<(), RequestError> {
+    rooms::seq_reservation::release(&state.db, room_id, reserved, head)
+        .await
+        .map_err(|error| storage_error("releasing seqs", error))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

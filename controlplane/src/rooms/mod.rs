@@ -39,6 +39,7 @@ pub(crate) mod request;
 pub(crate) mod responses;
 mod room;
 mod search;
+pub mod seq_reservation;
 pub mod settings;
 
 /// `[chat]`: bounds of rooms, moderation, pages and search.

@@ -60,6 +60,8 @@ pub struct OwnedRoom {
     state: RefCell<RoomState>,
     /// Changes committed up to this room change number.
     committed_change_no: Cell<u64>,
+    /// A seq reservation came back (or failed).
+    seqs_reserved: LocalNotify,
 }
 
 /// A message the backlog remembers for edit and delete checks.
@@ -84,8 +86,15 @@ struct CachedRights {
 
 #[derive(Default)]
 struct RoomState {
-    /// `None` until the last seq is loaded from the control plane.
+    /// The newest assigned seq; `None` until the room's first seq
+    /// reservation came back from the control plane.
     head_seq: Option<i64>,
+    /// The last seq of the block being assigned (reserved durably).
+    seq_reserved: i64,
+    /// The next block, reserved ahead of need.
+    next_seq_block: Option<(i64, i64)>,
+    /// A `ReserveSeqs` request is in flight.
+    reserving_seqs: bool,
     backlog: VecDeque<BacklogEntry>,
     subscribers_per_shard: Vec<u32>,
     rights: HashMap<i64, CachedRights>,
@@ -98,6 +107,56 @@ struct RoomState {
     /// Strictly increasing edit times (the store ignores older edits).
     last_edit_ms: i64,
     deleted: bool,
+}
+
+/// At shutdown (after the connections drained): gives back the unused seqs
+/// of every room this shard owns, so that the next start continues each
+/// room's seqs without a gap; bounded by `control.request_timeout_ms`.
+pub async fn release_seqs_at_shutdown(shard: &Rc<Shard>) {
+    let unused: Vec<(i64, i64, i64)> = shard
+        .chat
+        .rooms
+        .rooms
+        .borrow()
+        .values()
+        .filter_map(|room| {
+            room.unused_seqs()
+                .map(|(head, reserved)| (room.room_id, head, reserved))
+        })
+        .collect();
+    if unused.is_empty() || !shard.control.is_configured() {
+        return;
+    }
+    let limit = Duration::from_millis(shard.process.config.control.request_timeout_ms);
+    let pending = Rc::new(Cell::new(unused.len()));
+    let failed = Rc::new(Cell::new(0usize));
+    let done = Rc::new(LocalNotify::default());
+    for (room_id, head, reserved) in unused {
+        let (control, pending, failed, done) = (
+            shard.control.clone(),
+            pending.clone(),
+            failed.clone(),
+            done.clone(),
+        );
+        monoio::spawn(async move {
+            if control.release_seqs(room_id, reserved, head).await.is_err() {
+                failed.set(failed.get() + 1);
+            }
+            pending.set(pending.get() - 1);
+            if pending.get() == 0 {
+                done.notify();
+            }
+        });
+    }
+    let finished = monoio::time::timeout(limit, done.wait()).await.is_ok();
+    if !finished || failed.get() > 0 {
+        tracing::warn!(
+            shard = shard.idx,
+            failed = failed.get(),
+            unanswered = pending.get(),
+            "some rooms' unused seqs were not given back; their seqs skip them after the restart"
+        );
+    }
 }
 
 /// Queues a command for its room, creating the room (and its task) on first use.
@@ -116,6 +175,7 @@ pub fn enqueue(shard: &Rc<Shard>, input: RoomInput) {
                         ..RoomState::default()
                     }),
                     committed_change_no: Cell::new(0),
+                    seqs_reserved: LocalNotify::default(),
                 });
                 shard
                     .metrics
@@ -194,6 +254,7 @@ async fn run_room(shard: Rc<Shard>, room: Rc<OwnedRoom>) {
                 let woken = monoio::time::timeout(IDLE_UNLOAD, room.wake.wait()).await;
                 if woken.is_err() && room.can_unload() {
                     shard.chat.rooms.rooms.borrow_mut().remove(&room.room_id);
+                    room.release_seqs(&shard);
                     shard
                         .metrics
                         .chat_rooms_owned
@@ -249,6 +310,34 @@ impl OwnedRoom {
             && state.subscribers_per_shard.iter().all(|count| *count == 0)
             && state.waiting_acks.is_empty()
             && self.committed_change_no.get() + 1 >= state.next_change_no
+            && !state.reserving_seqs
+    }
+
+    /// The room's newest assigned seq and the end of its reservation, when
+    /// part of the reservation is unused.
+    fn unused_seqs(&self) -> Option<(i64, i64)> {
+        let state = self.state.borrow();
+        let head = state.head_seq?;
+        let reserved = state
+            .next_seq_block
+            .map_or(state.seq_reserved, |(_, last)| last);
+        (head < reserved).then_some((head, reserved))
+    }
+
+    /// Gives the unused seqs of the room's reservation back as it unloads,
+    /// so that the next owner continues without a gap (best effort: if this
+    /// fails, the next owner's seqs skip them).
+    fn release_seqs(&self, shard: &Rc<Shard>) {
+        let Some((head, reserved)) = self.unused_seqs() else {
+            return;
+        };
+        let control = shard.control.clone();
+        let room_id = self.room_id;
+        monoio::spawn(async move {
+            if let Err(error) = control.release_seqs(room_id, reserved, head).await {
+                tracing::debug!(room_id, %error, "releasing reserved seqs failed; the next owner skips them");
+            }
+        });
     }
 
     /// The control plane committed this room's changes up to `change_no`.
@@ -454,6 +543,7 @@ impl OwnedRoom {
                 }
                 self.check_mute_and_slow_mode(user_id, &rights)?;
                 self.check_persist_room(shard)?;
+                self.reserve_next_seq(shard).await?;
                 self.sequence_message(
                     shard,
                     conn,
@@ -606,18 +696,87 @@ impl OwnedRoom {
             .expect("a room is registered while its task runs")
     }
 
-    /// The room's last seq, loaded from the database on first use.
+    /// The room's newest seq, known once its first seq reservation is in:
+    /// the block starts after the newest stored seq and after every seq a
+    /// previous owner reserved (and may have shown to clients).
     async fn load_head(&self, shard: &Rc<Shard>) -> Result<i64, Refusal> {
         if let Some(head) = self.state.borrow().head_seq {
             return Ok(head);
         }
-        let newest = shard
-            .control
-            .fetch_history(self.room_id, None, None, 1)
-            .await?;
-        let head = newest.last().map_or(0, |message| message.seq);
-        self.state.borrow_mut().head_seq = Some(head);
-        Ok(head)
+        let block = shard.process.config.chat.seq_reserve_block;
+        let (first, last) = shard.control.reserve_seqs(self.room_id, block).await?;
+        let mut state = self.state.borrow_mut();
+        state.head_seq = Some(first - 1);
+        state.seq_reserved = last;
+        Ok(first - 1)
+    }
+
+    /// Makes sure the next seq is reserved, asking for the next block once
+    /// half of this one is used. Waits only when the block is used up before
+    /// the next one came back; refuses with `Unavailable` when the control
+    /// plane cannot reserve.
+    async fn reserve_next_seq(&self, shard: &Rc<Shard>) -> Result<(), Refusal> {
+        let half_block = i64::from(shard.process.config.chat.seq_reserve_block / 2);
+        loop {
+            let start_reserving = {
+                let mut state = self.state.borrow_mut();
+                let head = state.head_seq.expect("loaded");
+                if head >= state.seq_reserved {
+                    if let Some((first, last)) = state.next_seq_block.take() {
+                        // Normally `first` is `seq_reserved + 1`; if not,
+                        // the seqs between are not this owner's to assign.
+                        state.head_seq = Some(head.max(first - 1));
+                        state.seq_reserved = last;
+                        continue;
+                    }
+                }
+                let left = state.seq_reserved - head;
+                let wanted =
+                    left <= half_block && state.next_seq_block.is_none() && !state.reserving_seqs;
+                if wanted {
+                    state.reserving_seqs = true;
+                }
+                if left > 0 {
+                    if wanted {
+                        drop(state);
+                        self.spawn_seq_reservation(shard);
+                    }
+                    return Ok(());
+                }
+                wanted
+            };
+            if start_reserving {
+                self.spawn_seq_reservation(shard);
+            }
+            self.seqs_reserved.wait().await;
+            let state = self.state.borrow();
+            if state.next_seq_block.is_none() && !state.reserving_seqs {
+                return Err(Refusal::unavailable(
+                    "the room's next seqs cannot be reserved now; retry",
+                ));
+            }
+        }
+    }
+
+    /// Asks the control plane for the room's next block of seqs.
+    fn spawn_seq_reservation(&self, shard: &Rc<Shard>) {
+        let room = self.rc(shard);
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            let block = shard.process.config.chat.seq_reserve_block;
+            let reserved = shard.control.reserve_seqs(room.room_id, block).await;
+            {
+                let mut state = room.state.borrow_mut();
+                state.reserving_seqs = false;
+                match reserved {
+                    Ok(range) => state.next_seq_block = Some(range),
+                    Err(error) => {
+                        tracing::warn!(room_id = room.room_id, %error, "reserving seqs failed");
+                    }
+                }
+            }
+            room.seqs_reserved.notify();
+        });
     }
 
     async fn rights(&self, shard: &Rc<Shard>, user_id: i64) -> Result<RoomRights, Refusal> {
@@ -763,6 +922,7 @@ impl OwnedRoom {
         let (seq, change_no) = {
             let mut state = self.state.borrow_mut();
             let seq = state.head_seq.expect("loaded") + 1;
+            debug_assert!(seq <= state.seq_reserved, "seq {seq} is reserved");
             state.head_seq = Some(seq);
             state.next_change_no += 1;
             state.last_post.insert(user_id, quanta::Instant::now());

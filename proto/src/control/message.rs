@@ -122,6 +122,32 @@ pub enum RequestBody {
         /// Per track.
         plays: Vec<TrackPlays>,
     },
+    /// Reserve the next `count` seqs of `room_id` for the shard that owns
+    /// it, durably, before it assigns them: a data plane that dies with
+    /// sequenced but uncommitted messages leaves their seqs reserved, so the
+    /// next owner never assigns one of them again. The block starts after
+    /// the greater of the room's newest stored seq and its last reservation.
+    /// Answered with [`ResponseBody::SeqsReserved`] after the commit, or
+    /// [`RequestErrorCode::NotFound`] for a room that does not exist.
+    ReserveSeqs {
+        /// The room.
+        room_id: i64,
+        /// How many seqs (at least 1).
+        count: u32,
+    },
+    /// The owner unloads `room_id` with its newest assigned seq `head`: the
+    /// reservation `reserved` (the last seq it holds) shrinks to `head`, so
+    /// the next owner continues without a gap. Changes nothing when the
+    /// room's reservation is no longer `reserved` (someone reserved since).
+    /// Answered with [`ResponseBody::SeqsReleased`].
+    ReleaseSeqs {
+        /// The room.
+        room_id: i64,
+        /// The last seq of the owner's reservation.
+        reserved: i64,
+        /// The owner's newest assigned seq.
+        head: i64,
+    },
 }
 
 impl RequestBody {
@@ -138,6 +164,8 @@ impl RequestBody {
             RequestBody::AppendRecording { .. } => "append_recording",
             RequestBody::LookupTrack { .. } => "lookup_track",
             RequestBody::RecordPlays { .. } => "record_plays",
+            RequestBody::ReserveSeqs { .. } => "reserve_seqs",
+            RequestBody::ReleaseSeqs { .. } => "release_seqs",
         }
     }
 }
@@ -213,6 +241,16 @@ pub enum ResponseBody {
     Track(TrackMeta),
     /// To [`RequestBody::RecordPlays`]: the counts are committed.
     PlaysRecorded,
+    /// To [`RequestBody::ReserveSeqs`]: seqs `first..=last` are the
+    /// caller's, committed.
+    SeqsReserved {
+        /// The first reserved seq.
+        first: i64,
+        /// The last reserved seq.
+        last: i64,
+    },
+    /// To [`RequestBody::ReleaseSeqs`].
+    SeqsReleased,
 }
 
 /// Why a request failed.

@@ -57,7 +57,7 @@ pub use message::{
 
 /// The protocol version this build speaks. Bump it with any change to a
 /// frame's layout: rkyv archives carry no schema, so both ends must agree.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Decodes what a data plane sends (the control plane's side).
 pub type ClientFrameDecoder = FrameDecoder<ClientFrame>;

@@ -227,6 +227,13 @@ fn any_client_frame() -> impl Strategy<Value = ClientFrame> {
                     limit,
                 }
             }),
+        (any::<i64>(), any::<u32>())
+            .prop_map(|(room_id, count)| RequestBody::ReserveSeqs { room_id, count }),
+        any::<[i64; 3]>().prop_map(|n| RequestBody::ReleaseSeqs {
+            room_id: n[0],
+            reserved: n[1],
+            head: n[2],
+        }),
     ];
     let request = (any::<u64>(), body)
         .prop_map(|(request_id, body)| ClientFrame::Request(Request { request_id, body }));
@@ -276,6 +283,11 @@ fn any_response_body() -> impl Strategy<Value = ResponseBody> {
                 })
                 .collect(),
         }),
+        any::<[i64; 2]>().prop_map(|n| ResponseBody::SeqsReserved {
+            first: n[0],
+            last: n[1],
+        }),
+        Just(ResponseBody::SeqsReleased),
     ]
 }
 
