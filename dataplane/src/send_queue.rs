@@ -231,8 +231,45 @@ pub enum WriterExit {
 /// everything queued so far, so frames queued in one loop turn go out in one
 /// `writev`. `on_written(bytes)` feeds the metrics.
 pub async fn run_writer<W: AsyncWriteRent>(
+    writer: W,
+    outbound: Rc<Outbound>,
+    on_written: impl Fn(usize),
+) -> (W, WriterExit) {
+    run_writer_with(writer, outbound, None, on_written).await
+}
+
+/// [`run_writer`] for a socket whose descriptor is `socket_fd`: each batch
+/// is first offered to the kernel with a non-blocking `sendmsg`, which at
+/// chat rates (a small frame into an empty socket buffer) always succeeds
+/// and saves the runtime's write operation and its completion. Only what
+/// does not fit goes through `writer`, which waits for room.
+pub async fn run_socket_writer<W: AsyncWriteRent>(
+    writer: W,
+    socket_fd: std::os::fd::RawFd,
+    outbound: Rc<Outbound>,
+    on_written: impl Fn(usize),
+) -> (W, WriterExit) {
+    run_writer_with(writer, outbound, Some(socket_fd), on_written).await
+}
+
+/// Writes `batch` with a non-blocking `sendmsg`; `None` when the socket had
+/// no room (or failed: the runtime's write then reports it).
+fn send_now(socket_fd: std::os::fd::RawFd, batch: &WriteBatch) -> Option<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = batch.iovecs.as_ptr() as *mut libc::iovec;
+    message.msg_iovlen = batch.iovecs.len() as _;
+    // SAFETY: the iovecs point into `batch.buffers`, alive for the call;
+    // `socket_fd` is the caller's open socket.
+    let sent =
+        unsafe { libc::sendmsg(socket_fd, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    usize::try_from(sent).ok().filter(|&sent| sent > 0)
+}
+
+async fn run_writer_with<W: AsyncWriteRent>(
     mut writer: W,
     outbound: Rc<Outbound>,
+    socket_fd: Option<std::os::fd::RawFd>,
     on_written: impl Fn(usize),
 ) -> (W, WriterExit) {
     let mut batch = WriteBatch::default();
@@ -247,8 +284,15 @@ pub async fn run_writer<W: AsyncWriteRent>(
         }
         batch.prepare();
         let batch_bytes = batch.total_bytes();
-        let (result, returned) = writer.writev(batch).await;
-        batch = returned;
+        let sent_now = socket_fd.and_then(|fd| send_now(fd, &batch));
+        let result = match sent_now {
+            Some(sent) => Ok(sent),
+            None => {
+                let (result, returned) = writer.writev(batch).await;
+                batch = returned;
+                result
+            }
+        };
         match result {
             Ok(0) | Err(_) => break WriterExit::Failed,
             Ok(written) => {

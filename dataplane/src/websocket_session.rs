@@ -25,7 +25,9 @@ use veza_proto::close_code;
 use crate::http_connection::{read_into, ReadOutcome};
 use crate::local_event::LocalNotify;
 use crate::metrics::{LimitKind, ShardMetrics};
-use crate::send_queue::{run_writer, wait_writer_stopped, Outbound, OutboundState, PushError};
+use crate::send_queue::{
+    run_socket_writer, wait_writer_stopped, Outbound, OutboundState, PushError,
+};
 use crate::shard::{ConnectionHandle, Shard};
 
 /// How long a closing handshake may take before the socket is shut down.
@@ -170,7 +172,7 @@ async fn write_until_closed(
     fd: RawFd,
 ) -> monoio::io::OwnedWriteHalf<TcpStream> {
     let metrics = shard.metrics.clone();
-    let (writer, _exit) = run_writer(writer, outbound, move |written| {
+    let (writer, _exit) = run_socket_writer(writer, fd, outbound, move |written| {
         ShardMetrics::add(&metrics.bytes_sent_total, written as u64);
     })
     .await;
