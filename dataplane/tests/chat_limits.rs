@@ -371,6 +371,49 @@ fn send_rate_limits_trigger_recover_and_close_persistent_abuse() {
 }
 
 #[test]
+fn history_pages_draw_from_the_send_rate_limit_and_recover() {
+    for_each_driver(|driver| {
+        run(driver, &[], async |world| {
+            world
+                .set_settings(RuntimeSettings {
+                    messages_per_second: 4.0,
+                    message_burst: 3,
+                    ..RuntimeSettings::unthrottled(4000)
+                })
+                .await;
+            let alice = world.user("alice").await;
+            let room = world
+                .api
+                .create_room(&alice.access_token, "archive", true)
+                .await
+                .unwrap();
+            let mut client = world.client(&alice).await;
+            let seq = client
+                .send_message(room, "old news", "", STEP)
+                .await
+                .unwrap();
+            // The send took one token; two pages take the rest.
+            for _ in 0..2 {
+                let page = client.history(room, 0, -1, 10, STEP).await.unwrap();
+                assert_eq!(page.len(), 1);
+                assert_eq!(page[0].seq, seq);
+            }
+            match client.history(room, 0, -1, 10, STEP).await {
+                Err(ChatClientError::Server {
+                    code: ErrorCode::RateLimited,
+                    retry_after_ms,
+                    ..
+                }) => assert!((1..=300).contains(&retry_after_ms), "{retry_after_ms}"),
+                other => panic!("expected RateLimited, got {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let page = client.history(room, 0, -1, 10, STEP).await.unwrap();
+            assert_eq!(page.len(), 1, "the connection carries on after the wait");
+        });
+    });
+}
+
+#[test]
 fn new_connections_per_ip_are_limited_with_429() {
     run(Driver::IoUring, &[], async |world| {
         let alice = world.user("alice").await;

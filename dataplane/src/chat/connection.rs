@@ -564,6 +564,11 @@ impl ChatSession {
                         "limit must be at least 1, before_seq 0 or a seq, after_seq -1 or a seq",
                     );
                 }
+                // Each page is a control-plane request: paging draws from
+                // the same bucket as sends.
+                if let Err(flow) = self.rate_limit(connection, request_id) {
+                    return flow;
+                }
                 monoio::spawn(history(
                     self.shard.clone(),
                     connection.clone(),
