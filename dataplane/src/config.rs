@@ -391,6 +391,10 @@ pub struct ChatConfig {
     pub resume_messages_max: usize,
     /// Commands waiting at one room's owner; past it `Unavailable`.
     pub room_queue_max: usize,
+    /// Rooms one shard holds loaded (owned: sequencing, backlog, rights
+    /// cache); a command for one more is refused with `Unavailable` until
+    /// an idle room unloads.
+    pub rooms_owned_max: usize,
     /// Cross-shard chat messages held for a full ring, per destination
     /// shard; past it they are dropped and counted.
     pub mesh_retry_max: usize,
@@ -410,6 +414,7 @@ impl Default for ChatConfig {
             rights_cache_ttl_ms: 60_000,
             resume_messages_max: 1_000,
             room_queue_max: 8_192,
+            rooms_owned_max: 50_000,
             mesh_retry_max: 65_536,
         }
     }
@@ -558,7 +563,7 @@ impl Config {
     /// Checks every value's range. Types were already checked by serde.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
-        let positive: [(&str, u64); 24] = [
+        let positive: [(&str, u64); 25] = [
             (
                 "limits.connections_per_shard_max",
                 limits.connections_per_shard_max as u64,
@@ -621,6 +626,7 @@ impl Config {
                 self.chat.rate_limit_strikes_max as u64,
             ),
             ("chat.room_queue_max", self.chat.room_queue_max as u64),
+            ("chat.rooms_owned_max", self.chat.rooms_owned_max as u64),
             ("chat.mesh_retry_max", self.chat.mesh_retry_max as u64),
         ];
         for (key, value) in positive {

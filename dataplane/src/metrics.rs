@@ -49,6 +49,8 @@ pub enum LimitKind {
     ChatSubscriptions,
     /// `chat.room_queue_max`.
     ChatRoomQueue,
+    /// `chat.rooms_owned_max`: a command for a room not loaded was refused.
+    ChatRoomsOwned,
     /// `chat.mesh_retry_max`: a cross-shard chat message was dropped.
     ChatMeshRetry,
     /// The runtime setting `message_bytes_max`.
@@ -75,7 +77,7 @@ pub enum LimitKind {
 
 impl LimitKind {
     /// Every kind, in label order.
-    pub const ALL: [LimitKind; 28] = [
+    pub const ALL: [LimitKind; 29] = [
         LimitKind::ConnectionsPerShard,
         LimitKind::HttpHeadBytes,
         LimitKind::HttpHeaderCount,
@@ -94,6 +96,7 @@ impl LimitKind {
         LimitKind::ChatPersistQueue,
         LimitKind::ChatSubscriptions,
         LimitKind::ChatRoomQueue,
+        LimitKind::ChatRoomsOwned,
         LimitKind::ChatMeshRetry,
         LimitKind::ChatMessageBytes,
         LimitKind::LiveListenerQueue,
@@ -127,6 +130,7 @@ impl LimitKind {
             LimitKind::ChatPersistQueue => "chat_persist_queue",
             LimitKind::ChatSubscriptions => "chat_subscriptions",
             LimitKind::ChatRoomQueue => "chat_room_queue",
+            LimitKind::ChatRoomsOwned => "chat_rooms_owned",
             LimitKind::ChatMeshRetry => "chat_mesh_retry",
             LimitKind::ChatMessageBytes => "chat_message_bytes",
             LimitKind::LiveListenerQueue => "live_listener_queue",

@@ -414,6 +414,63 @@ fn history_pages_draw_from_the_send_rate_limit_and_recover() {
 }
 
 #[test]
+fn a_shard_holding_its_most_rooms_refuses_another_and_keeps_serving_the_loaded_one() {
+    for_each_driver(|driver| {
+        run(
+            driver,
+            &[
+                ("VEZA_SERVER_SHARDS", "1"),
+                ("VEZA_CHAT_ROOMS_OWNED_MAX", "1"),
+            ],
+            async |world| {
+                let alice = world.user("alice").await;
+                let first = world
+                    .api
+                    .create_room(&alice.access_token, "first", true)
+                    .await
+                    .unwrap();
+                let second = world
+                    .api
+                    .create_room(&alice.access_token, "second", true)
+                    .await
+                    .unwrap();
+                let mut client = world.client(&alice).await;
+                client.subscribe(first, -1, STEP).await.unwrap();
+                // Refused twice: a refused Subscribe leaves no pending
+                // subscription behind ("already subscribed" otherwise).
+                for _ in 0..2 {
+                    match client.subscribe(second, -1, STEP).await {
+                        Err(ChatClientError::Server {
+                            code: ErrorCode::Unavailable,
+                            retry_after_ms,
+                            ..
+                        }) => assert!(retry_after_ms > 0),
+                        other => panic!("expected Unavailable, got {other:?}"),
+                    }
+                }
+                match client.send_message(second, "nowhere", "", STEP).await {
+                    Err(ChatClientError::Server {
+                        code: ErrorCode::Unavailable,
+                        ..
+                    }) => {}
+                    other => panic!("expected Unavailable, got {other:?}"),
+                }
+                let seq = client
+                    .send_message(first, "still served", "", STEP)
+                    .await
+                    .unwrap();
+                assert_eq!(next_message(&mut client).await.seq, seq);
+                let metrics = tokio::task::block_in_place(|| world.server.metrics());
+                assert_eq!(
+                    metrics.sum("veza_limit_hits_total", &[("limit", "chat_rooms_owned")]),
+                    3.0
+                );
+            },
+        );
+    });
+}
+
+#[test]
 fn new_connections_per_ip_are_limited_with_429() {
     run(Driver::IoUring, &[], async |world| {
         let alice = world.user("alice").await;

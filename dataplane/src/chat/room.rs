@@ -161,6 +161,21 @@ pub async fn release_seqs_at_shutdown(shard: &Rc<Shard>) {
 
 /// Queues a command for its room, creating the room (and its task) on first use.
 pub fn enqueue(shard: &Rc<Shard>, input: RoomInput) {
+    let loaded = shard.chat.rooms.rooms.borrow().contains_key(&input.room_id);
+    if !loaded && shard.chat.rooms.rooms.borrow().len() >= shard.process.config.chat.rooms_owned_max
+    {
+        if request_id_of(&input.command).is_none() {
+            // A change notice for a room nobody here uses: nothing to do.
+            return;
+        }
+        shard.metrics.limit_hit(LimitKind::ChatRoomsOwned);
+        refuse_input(
+            shard,
+            &input,
+            Refusal::unavailable("this server holds too many rooms right now; retry"),
+        );
+        return;
+    }
     let room = {
         let mut rooms = shard.chat.rooms.rooms.borrow_mut();
         rooms
@@ -190,22 +205,27 @@ pub fn enqueue(shard: &Rc<Shard>, input: RoomInput) {
         && !matches!(input.command, RoomCommand::Unsubscribed { .. })
     {
         shard.metrics.limit_hit(LimitKind::ChatRoomQueue);
-        if let (Some(conn), Some(request_id)) = (input.from, request_id_of(&input.command)) {
-            reply(
-                shard,
-                conn,
-                error_frame(
-                    request_id,
-                    ErrorCode::Unavailable,
-                    UNAVAILABLE_RETRY_MS,
-                    "the room is overloaded; retry",
-                ),
-            );
-        }
+        refuse_input(
+            shard,
+            &input,
+            Refusal::unavailable("the room is overloaded; retry"),
+        );
         return;
     }
     room.inbox.borrow_mut().push_back(input);
     room.wake.notify();
+}
+
+/// Refuses a command before its room took it.
+fn refuse_input(shard: &Rc<Shard>, input: &RoomInput, refusal: Refusal) {
+    refuse(
+        shard,
+        input.room_id,
+        input.from,
+        request_id_of(&input.command),
+        matches!(input.command, RoomCommand::Subscribe { .. }),
+        &refusal,
+    );
 }
 
 /// Drops every owned room's cached rights (after lost pushes).
@@ -228,6 +248,42 @@ fn request_id_of(command: &RoomCommand) -> Option<u32> {
         | RoomCommand::PublishEphemeral { .. }
         | RoomCommand::Recheck
         | RoomCommand::RoomChanged => None,
+    }
+}
+
+/// Answers a refused command with its error frame; a refused `Subscribe`
+/// goes through the subscription path, so the connection forgets the
+/// pending subscription (a retry may work).
+fn refuse(
+    shard: &Rc<Shard>,
+    room_id: i64,
+    from: Option<ConnRef>,
+    request_id: Option<u32>,
+    is_subscribe: bool,
+    refusal: &Refusal,
+) {
+    let (Some(conn), Some(request_id)) = (from, request_id) else {
+        return;
+    };
+    let error = error_frame(
+        request_id,
+        refusal.code,
+        refusal.retry_after_ms,
+        refusal.message,
+    );
+    if is_subscribe {
+        super::send(
+            shard,
+            conn.shard as usize,
+            ChatMessage::SubscribeReply(Box::new(SubscribeReply {
+                room_id,
+                conn,
+                request_id,
+                outcome: Err(error),
+            })),
+        );
+    } else {
+        reply(shard, conn, error);
     }
 }
 
@@ -378,30 +434,14 @@ impl OwnedRoom {
         let request_id = request_id_of(&input.command);
         let is_subscribe = matches!(input.command, RoomCommand::Subscribe { .. });
         if let Err(refusal) = self.apply(shard, input).await {
-            if let (Some(conn), Some(request_id)) = (from, request_id) {
-                let error = error_frame(
-                    request_id,
-                    refusal.code,
-                    refusal.retry_after_ms,
-                    refusal.message,
-                );
-                if is_subscribe {
-                    // Through the subscription path, so the connection
-                    // forgets the pending subscription (a retry may work).
-                    super::send(
-                        shard,
-                        conn.shard as usize,
-                        ChatMessage::SubscribeReply(Box::new(SubscribeReply {
-                            room_id: self.room_id,
-                            conn,
-                            request_id,
-                            outcome: Err(error),
-                        })),
-                    );
-                } else {
-                    reply(shard, conn, error);
-                }
-            }
+            refuse(
+                shard,
+                self.room_id,
+                from,
+                request_id,
+                is_subscribe,
+                &refusal,
+            );
         }
     }
 
