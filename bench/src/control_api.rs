@@ -280,6 +280,26 @@ impl ControlApi {
         id_of("create room", &room)
     }
 
+    /// `PATCH /v1/rooms/{room}` with `slow_mode_seconds` (owners and
+    /// admins): one message per member per that many seconds.
+    pub async fn set_slow_mode(
+        &self,
+        token: &str,
+        room_id: i64,
+        seconds: i64,
+    ) -> Result<(), ControlApiError> {
+        let path = format!("/v1/rooms/{room_id}");
+        self.call_ignoring_body(
+            "set slow mode",
+            reqwest::Method::PATCH,
+            &path,
+            Some(token),
+            Some(json!({ "slow_mode_seconds": seconds })),
+            &[200],
+        )
+        .await
+    }
+
     /// `POST /v1/rooms/{room}/join`: joins a public room (200, also when
     /// already a member).
     pub async fn join_room(&self, token: &str, room_id: i64) -> Result<(), ControlApiError> {
