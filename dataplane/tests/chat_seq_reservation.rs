@@ -10,56 +10,17 @@ mod support;
 
 use std::time::Duration;
 
-use support::chat::{next_message, ChatWorld, STEP};
+use support::chat::{next_message, send_unacknowledged, ChatWorld, STEP};
 use support::control_plane::data_plane_options;
 use support::{for_each_driver, Driver, TestRuntime};
-use veza_bench::chat_client::{ChatClient, ChatClientError};
-use veza_bench::control_api::HistoryQuery;
-use veza_proto::chat::{ClientFrame, ErrorCode, ServerFrame};
-
-/// Sends a message without waiting for its acknowledgement.
-async fn send_unacknowledged(client: &mut ChatClient, room_id: i64, body: &str) -> u32 {
-    let request_id = client.next_request_id();
-    client
-        .send(&ClientFrame::Send {
-            request_id,
-            room_id,
-            thread_parent_seq: 0,
-            nonce: body.to_string(),
-            mentions: vec![],
-            body: body.to_string(),
-        })
-        .await
-        .unwrap();
-    request_id
-}
+use veza_bench::chat_client::ChatClientError;
+use veza_proto::chat::{ErrorCode, ServerFrame};
 
 /// Starts a new data plane against the world's control plane (the old one
 /// is gone).
 fn restart_data_plane(world: &mut ChatWorld, driver: Driver, env: &[(&str, &str)]) {
     let options = data_plane_options(driver, &world.control).envs(env);
     world.server = tokio::task::block_in_place(|| options.start());
-}
-
-/// The stored seqs of `room_id` with their bodies, ascending.
-async fn stored_messages(world: &ChatWorld, token: &str, room_id: i64) -> Vec<(i64, String)> {
-    let page = world
-        .api
-        .history(
-            token,
-            room_id,
-            HistoryQuery {
-                after_seq: Some(0),
-                limit: Some(100),
-                ..HistoryQuery::default()
-            },
-        )
-        .await
-        .unwrap();
-    page.messages
-        .into_iter()
-        .map(|message| (message.seq, message.body))
-        .collect()
 }
 
 #[test]
@@ -126,7 +87,7 @@ fn seqs_shown_before_a_data_plane_crash_are_never_given_to_new_messages() {
                 "a client that saw 1-5 gets the new message"
             );
             assert_eq!(
-                stored_messages(&world, &alice.access_token, room).await,
+                world.stored_messages(&alice.access_token, room).await,
                 vec![(seq, "after the crash".to_string())]
             );
         });
@@ -237,7 +198,8 @@ fn a_room_whose_reserved_seqs_run_out_while_the_control_plane_is_away_refuses_se
                 }
             };
             assert_eq!(seq, 9, "the refused sends took no seq");
-            let stored: Vec<i64> = stored_messages(&world, &alice.access_token, room)
+            let stored: Vec<i64> = world
+                .stored_messages(&alice.access_token, room)
                 .await
                 .into_iter()
                 .map(|(seq, _)| seq)

@@ -8,31 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::chat::{next_message, ChatWorld, STEP};
+use support::chat::{next_message, send_unacknowledged, ChatWorld, STEP};
 use support::{for_each_driver, TestRuntime};
-use veza_bench::chat_client::{ChatClient, ChatClientError};
-use veza_bench::control_api::HistoryQuery;
-use veza_proto::chat::{ClientFrame, ErrorCode, ServerFrame};
-
-async fn stored_bodies(world: &ChatWorld, token: &str, room_id: i64) -> Vec<(i64, String)> {
-    let page = world
-        .api
-        .history(
-            token,
-            room_id,
-            HistoryQuery {
-                after_seq: Some(0),
-                limit: Some(100),
-                ..HistoryQuery::default()
-            },
-        )
-        .await
-        .unwrap();
-    page.messages
-        .into_iter()
-        .map(|message| (message.seq, message.body))
-        .collect()
-}
+use veza_bench::chat_client::ChatClientError;
+use veza_proto::chat::{ErrorCode, ServerFrame};
 
 #[test]
 fn slow_mode_makes_members_wait_and_lets_moderators_post() {
@@ -75,7 +54,8 @@ fn slow_mode_makes_members_wait_and_lets_moderators_post() {
             tokio::time::sleep(Duration::from_millis(u64::from(retry_after_ms) + 50)).await;
             member.send_message(room, "three", "", STEP).await.unwrap();
 
-            let bodies: Vec<String> = stored_bodies(&world, &alice.access_token, room)
+            let bodies: Vec<String> = world
+                .stored_messages(&alice.access_token, room)
                 .await
                 .into_iter()
                 .map(|(_, body)| body)
@@ -83,23 +63,6 @@ fn slow_mode_makes_members_wait_and_lets_moderators_post() {
             assert_eq!(bodies, ["one", "owner a", "owner b", "three"]);
         });
     });
-}
-
-/// Sends without waiting; returns the request id.
-async fn send(client: &mut ChatClient, room_id: i64, body: &str) -> u32 {
-    let request_id = client.next_request_id();
-    client
-        .send(&ClientFrame::Send {
-            request_id,
-            room_id,
-            thread_parent_seq: 0,
-            nonce: body.to_string(),
-            mentions: vec![],
-            body: body.to_string(),
-        })
-        .await
-        .unwrap();
-    request_id
 }
 
 #[test]
@@ -122,7 +85,7 @@ fn a_full_persistence_queue_refuses_sends_and_acknowledges_only_what_is_stored()
             world.control.signal(libc::SIGSTOP);
             let mut requests = Vec::new();
             for number in 1..=6 {
-                requests.push(send(&mut sender, room, &format!("m{number}")).await);
+                requests.push(send_unacknowledged(&mut sender, room, &format!("m{number}")).await);
             }
             let mut refused = Vec::new();
             while refused.len() < 2 {
@@ -182,7 +145,7 @@ fn a_full_persistence_queue_refuses_sends_and_acknowledges_only_what_is_stored()
             // The queue drained: sending works again.
             let seq = sender.send_message(room, "m7", "m7", STEP).await.unwrap();
             assert_eq!(seq, 5);
-            let stored = stored_bodies(&world, &alice.access_token, room).await;
+            let stored = world.stored_messages(&alice.access_token, room).await;
             let expected: Vec<(i64, String)> =
                 [(1, "m1"), (2, "m2"), (3, "m3"), (4, "m4"), (5, "m7")]
                     .into_iter()

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use veza_bench::chat_client::{ChatClient, ChatClientError};
-use veza_bench::control_api::{ControlApi, RuntimeSettings, Session};
-use veza_proto::chat::{MessageEvent, ServerFrame};
+use veza_bench::control_api::{ControlApi, HistoryQuery, RuntimeSettings, Session};
+use veza_proto::chat::{ClientFrame, MessageEvent, ServerFrame};
 
 use super::control_plane::{data_plane_options, ControlPlane};
 use super::{Driver, TestServer};
@@ -173,7 +173,47 @@ pub async fn closed_with(client: &mut ChatClient) -> u16 {
     }
 }
 
+/// Sends a plain message (its body is also its nonce) without waiting for
+/// the acknowledgement; returns the request id.
+pub async fn send_unacknowledged(client: &mut ChatClient, room_id: i64, body: &str) -> u32 {
+    let request_id = client.next_request_id();
+    client
+        .send(&ClientFrame::Send {
+            request_id,
+            room_id,
+            thread_parent_seq: 0,
+            nonce: body.to_string(),
+            mentions: vec![],
+            body: body.to_string(),
+        })
+        .await
+        .expect("send");
+    request_id
+}
+
 impl ChatWorld {
+    /// The stored messages of `room_id` as `(seq, body)`, ascending (the
+    /// first 100, through REST).
+    pub async fn stored_messages(&self, token: &str, room_id: i64) -> Vec<(i64, String)> {
+        let page = self
+            .api
+            .history(
+                token,
+                room_id,
+                HistoryQuery {
+                    after_seq: Some(0),
+                    limit: Some(100),
+                    ..HistoryQuery::default()
+                },
+            )
+            .await
+            .expect("history");
+        page.messages
+            .into_iter()
+            .map(|message| (message.seq, message.body))
+            .collect()
+    }
+
     /// A private room of `owner` with `members` invited into it.
     pub async fn private_room(&self, owner: &Session, name: &str, members: &[&Session]) -> i64 {
         let room_id = self
