@@ -163,16 +163,30 @@ async fn upload_track(
         ));
     }
     let metadata = Metadata::check(&state, metadata)?;
-    let track_id = store(&state, auth.user_id, &metadata, part, slot).await?;
+    let track_id = store(&state, auth.user_id, &metadata, part).await?;
+    // The answer shows the track as accepted (`queued`): it is read before
+    // a worker can take the job, which is queued when the guard drops (also
+    // if this request is cancelled meanwhile).
+    let queue_job = QueueOnDrop(Some((slot, track_id)));
+    let view = owner_view(&state, track_id, auth.user_id).await;
+    drop(queue_job);
     tracing::info!(
         track_id,
         owner_user_id = auth.user_id,
         "track uploaded and queued"
     );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(owner_view(&state, track_id, auth.user_id).await?),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(view?)))
+}
+
+/// Queues a stored track's job when dropped.
+struct QueueOnDrop(Option<(JobSlot, i64)>);
+
+impl Drop for QueueOnDrop {
+    fn drop(&mut self) {
+        if let Some((slot, track_id)) = self.0.take() {
+            slot.enqueue(track_id);
+        }
+    }
 }
 
 fn too_large(upload_bytes_max: u64) -> ApiError {
@@ -287,13 +301,12 @@ impl Metadata {
 }
 
 /// Inserts the row and moves the upload to `originals/{id}` in one
-/// transaction, then queues the job; returns the track id.
+/// transaction; returns the track id. The caller queues the job.
 async fn store(
     state: &AppState,
     owner_user_id: i64,
     metadata: &Metadata,
     part: PartFile,
-    slot: JobSlot,
 ) -> Result<i64, ApiError> {
     let paths = MediaPaths::new(&state.config);
     let link_secret = base64_url(&secret::random_bytes(16));
@@ -323,7 +336,6 @@ async fn store(
         let _ = tokio::fs::remove_file(&original).await;
         return Err(error.into());
     }
-    slot.enqueue(track_id);
     Ok(track_id)
 }
 
