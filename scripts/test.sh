@@ -16,4 +16,8 @@ trap 'bash scripts/postgres-test-server.sh stop "$postgres_dir"; rm -rf "$postgr
 VEZA_TEST_POSTGRES_URL=$(bash scripts/postgres-test-server.sh start "$postgres_dir")
 export VEZA_TEST_POSTGRES_URL
 
+# `cargo test --workspace` builds every workspace binary before any test
+# runs, so the tests that start another package's binary use it as built
+# instead of building it again with one package's features.
+export VEZA_TEST_BINARIES_BUILT=1
 cargo test --locked --workspace

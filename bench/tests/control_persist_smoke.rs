@@ -2,51 +2,15 @@
 //! `veza-controlplane`, real REST setup, real control connections, and a
 //! JSON report that must be complete and self-consistent.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
+mod support;
+use support::{bench_bin, sibling_bin};
+
 /// Changes per batch in the smoke run.
 const SMOKE_BATCH_CHANGES: u64 = 64;
-
-fn bench_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_veza-bench"))
-}
-
-/// `target/<profile>/veza-controlplane` beside this test's own binaries,
-/// built with the same profile if it is not there yet (a test cannot name
-/// another package's binary through `CARGO_BIN_EXE_*`).
-fn controlplane_bin() -> PathBuf {
-    let profile_dir = bench_bin()
-        .parent()
-        .expect("binaries live in a directory")
-        .to_path_buf();
-    let controlplane = profile_dir.join("veza-controlplane");
-    if controlplane.is_file() {
-        return controlplane;
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench is in the workspace");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.current_dir(workspace).args([
-        "build",
-        "-p",
-        "veza-controlplane",
-        "--bin",
-        "veza-controlplane",
-    ]);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p veza-controlplane failed");
-    controlplane
-}
 
 fn run_smoke() -> Value {
     let json_dir = tempfile::tempdir().unwrap();
@@ -61,7 +25,7 @@ fn run_smoke() -> Value {
         ])
         .arg(&json_path)
         .arg("--controlplane-bin")
-        .arg(controlplane_bin())
+        .arg(sibling_bin("veza-controlplane"))
         .output()
         .expect("run veza-bench");
     assert!(

@@ -2,42 +2,12 @@
 //! icecast2 (and Veza's two processes), listener processes over loopback,
 //! and a JSON report that must be complete and self-consistent.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-fn bench_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_veza-bench"))
-}
-
-/// `target/<profile>/<name>` beside this test's binaries, brought up to
-/// date with the same profile (a test cannot name another package's binary
-/// through `CARGO_BIN_EXE_*`).
-fn sibling_bin(package: &str) -> PathBuf {
-    let profile_dir = bench_bin()
-        .parent()
-        .expect("binaries live in a directory")
-        .to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench is in the workspace");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .current_dir(workspace)
-        .args(["build", "-p", package, "--bin", package]);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        cargo.arg("--release");
-    }
-    assert!(
-        cargo.status().expect("run cargo build").success(),
-        "cargo build -p {package} failed"
-    );
-    profile_dir.join(package)
-}
+mod support;
+use support::{bench_bin, sibling_bin};
 
 /// Runs `veza-bench live-listeners <args> --json <tmp>`; the report.
 fn run_live_listeners(args: &[&str]) -> Value {

@@ -6,49 +6,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const PAYLOAD_SIZES: [u64; 3] = [20, 1024, 16384];
+mod support;
+use support::{bench_bin, sibling_bin};
 
-fn bench_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_veza-bench"))
-}
+const PAYLOAD_SIZES: [u64; 3] = [20, 1024, 16384];
 
 fn peer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bench-echo-peer"))
-}
-
-/// `target/<profile>/veza-dataplane` beside this test's own binaries,
-/// built with the same profile if it is not there yet (a test cannot name
-/// another package's binary through `CARGO_BIN_EXE_*`).
-fn veza_bin() -> PathBuf {
-    let profile_dir = bench_bin()
-        .parent()
-        .expect("binaries live in a directory")
-        .to_path_buf();
-    let veza = profile_dir.join("veza-dataplane");
-    if veza.is_file() {
-        return veza;
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench is in the workspace");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .current_dir(workspace)
-        .args(["build", "-p", "veza-dataplane", "--bin", "veza-dataplane"]);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p veza-dataplane failed");
-    assert!(
-        veza.is_file(),
-        "cargo build did not produce {}",
-        veza.display()
-    );
-    veza
 }
 
 fn run_smoke(extra_args: &[&str], veza: Option<&Path>) -> Value {
@@ -148,7 +112,7 @@ fn smoke_run_against_the_peer_alone_reports_every_payload_size() {
 
 #[test]
 fn smoke_run_of_both_servers_reports_a_ratio_per_payload_size_and_shard_count() {
-    let veza = veza_bin();
+    let veza = sibling_bin("veza-dataplane");
     let report = run_smoke(&["--server", "both", "--shards", "1,2"], Some(&veza));
     check_machine(&report);
     let runs = report["runs"].as_array().unwrap();
