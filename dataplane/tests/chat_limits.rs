@@ -1,7 +1,7 @@
 //! Chat under bad input, abuse and failure: authentication close codes and
 //! pushed revocations, malformed frames, rate limits (per connection and per
 //! IP) that trigger and recover, a slow consumer closed while the room
-//! carries on, and acknowledged messages surviving `kill -9` of the control
+//! carries on (and, short of that, spared typing and presence), and acknowledged messages surviving `kill -9` of the control
 //! plane.
 
 mod support;
@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use support::chat::{closed_with, next_message, ChatWorld, STEP};
-use support::{for_each_driver, Driver, TestRuntime, TestServer};
+use support::chat::{closed_with, next_message, wait_for, ChatWorld, STEP};
+use support::{eventually, for_each_driver, Driver, TestRuntime, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use veza_bench::chat_client::{ChatClient, ChatClientError};
@@ -572,6 +572,102 @@ fn a_client_that_stops_reading_is_closed_and_the_room_carries_on() {
                     .unwrap();
                 assert_eq!(subscribed.head_seq, total as i64);
                 assert_eq!(subscribed.replayed, 3);
+            },
+        );
+    });
+}
+
+#[test]
+fn a_client_past_the_soft_bound_misses_typing_but_keeps_every_message() {
+    for_each_driver(|driver| {
+        run(
+            driver,
+            &[
+                ("VEZA_LIMITS_SEND_QUEUE_BYTES_MAX", "67108864"),
+                ("VEZA_LIMITS_SEND_QUEUE_SOFT_BYTES", "262144"),
+            ],
+            async |world| {
+                world
+                    .set_settings(RuntimeSettings::unthrottled(65_536))
+                    .await;
+                let alice = world.user("alice").await;
+                let bob = world.user("bob").await;
+                let room = world
+                    .api
+                    .create_room(&alice.access_token, "backlogged", true)
+                    .await
+                    .unwrap();
+                let mut publisher = world.client(&alice).await;
+                let mut healthy = world.client(&bob).await;
+                let mut lagging = world.client(&bob).await;
+                healthy.subscribe(room, -1, STEP).await.unwrap();
+                lagging.subscribe(room, -1, STEP).await.unwrap();
+                // 24 MB the lagging client does not read yet: more than its
+                // socket buffers hold, so well past the 256 KiB soft bound
+                // of its queue, and well short of the 64 MiB hard bound.
+                let body = "x".repeat(60 * 1024);
+                let total = 400;
+                let reader = tokio::spawn(async move {
+                    for seq in 1..=total {
+                        assert_eq!(next_message(&mut healthy).await.seq, seq);
+                    }
+                    healthy
+                });
+                for _ in 0..total {
+                    publisher.send_message(room, &body, "", STEP).await.unwrap();
+                }
+                let mut healthy = tokio::time::timeout(Duration::from_secs(30), reader)
+                    .await
+                    .expect("the healthy subscriber keeps up")
+                    .unwrap();
+                let soft_hits = || {
+                    tokio::task::block_in_place(|| world.server.metrics()).sum(
+                        "veza_limit_hits_total",
+                        &[("limit", "send_queue_soft_bytes")],
+                    )
+                };
+                let skipped_before = soft_hits();
+                // Typing reaches the reading client and skips the lagging one.
+                publisher.typing(room, STEP).await.unwrap();
+                let typist = wait_for(&mut healthy, STEP, "alice typing", |frame| match frame {
+                    ServerFrame::Typing { room_id, user_id } if *room_id == room => Some(*user_id),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(typist, alice.user_id);
+                tokio::task::block_in_place(|| {
+                    eventually(STEP, "the lagging client's skipped typing counted", || {
+                        let skipped = soft_hits();
+                        (skipped > skipped_before).then_some(()).ok_or(format!(
+                            "{skipped} soft-bound hits, {skipped_before} before"
+                        ))
+                    })
+                });
+                // It still gets every message, in order, and not the typing.
+                let mut seq = 0;
+                while seq < total {
+                    match lagging
+                        .next_frame(STEP)
+                        .await
+                        .expect("the lagging client stays open")
+                    {
+                        ServerFrame::Message(message) => {
+                            seq += 1;
+                            assert_eq!(message.seq, seq);
+                        }
+                        ServerFrame::Presence { .. } => {}
+                        other => panic!("after message {seq}, expected a message: {other:?}"),
+                    }
+                }
+                // Drained, it gets typing again.
+                publisher.typing(room, STEP).await.unwrap();
+                let typist = wait_for(&mut lagging, STEP, "alice typing", |frame| match frame {
+                    ServerFrame::Typing { room_id, user_id } if *room_id == room => Some(*user_id),
+                    ServerFrame::Presence { .. } => None,
+                    other => panic!("expected typing, got {other:?}"),
+                })
+                .await;
+                assert_eq!(typist, alice.user_id);
             },
         );
     });
